@@ -1,0 +1,131 @@
+"""Small frozen events that long engine operations report through `on_event`.
+
+The TUI turns them into Textual messages, the CLI into progress bars; neither is known here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+
+@dataclass(frozen=True)
+class Event:
+    pass
+
+
+EventSink = Callable[[Event], None]
+
+
+def ignore(_event: Event) -> None:
+    """The default sink for callers that do not listen."""
+
+
+@dataclass(frozen=True)
+class Status(Event):
+    """A human-readable phase change ("loading teacher", "indexing seeds")."""
+    message: str
+
+
+@dataclass(frozen=True)
+class TokenStreamed(Event):
+    text: str
+    source: str = "teacher"      # which model / column the text belongs to
+    purpose: str = ""            # "input", "label", "answer", "chat"
+
+
+@dataclass(frozen=True)
+class CandidateStarted(Event):
+    index: int
+    label: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ExampleAccepted(Event):
+    row: dict
+
+
+@dataclass(frozen=True)
+class ExampleRejected(Event):
+    row: dict
+    reason: str
+
+
+@dataclass(frozen=True)
+class GenerationProgress(Event):
+    kept: int
+    rejected: int
+    target: int
+    elapsed: float
+    teacher_tokens: int
+    tokens_per_second: float
+    rejected_by_reason: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GenerationFinished(Event):
+    kept: int
+    rejected: int
+    target: int
+    elapsed: float
+    cancelled: bool
+
+
+@dataclass(frozen=True)
+class TrainStep(Event):
+    step: int
+    max_steps: int
+    epoch: float
+    loss: Optional[float]
+    learning_rate: Optional[float]
+    tokens_per_second: float
+    elapsed: float
+    eta: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class EvalStep(Event):
+    step: int
+    eval_loss: float
+
+
+@dataclass(frozen=True)
+class CheckpointSaved(Event):
+    step: int
+    path: str
+
+
+@dataclass(frozen=True)
+class TrainFinished(Event):
+    run_id: str
+    step: int
+    max_steps: int
+    final_loss: Optional[float]
+    output_dir: str
+    cancelled: bool
+
+
+@dataclass(frozen=True)
+class EvalProgress(Event):
+    model: str          # "teacher" | "base" | "tuned" | ...
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class EvalFinished(Event):
+    run_id: str
+    metrics: dict
+
+
+@dataclass(frozen=True)
+class ExportProgress(Event):
+    stage: str
+    done: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
+class ExportFinished(Event):
+    format: str
+    paths: tuple
+    check: Optional[dict] = None

@@ -1,0 +1,250 @@
+"""Teacher generation: fill data/synthetic.jsonl until it holds N kept rows.
+
+Each candidate is one appended, fsynced JSON line (kept or rejected, with its reason). A run killed
+at any moment and started again repairs a torn last line and continues to exactly N kept rows:
+row ids and the random choices of row i depend only on the seed and i, so nothing repeats.
+"""
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Optional
+
+from . import records
+from .backends.base import SamplingParams, TextModel, choose_mode
+from .errors import Cancelled, StillroomError
+from .events import (CandidateStarted, EventSink, ExampleAccepted, ExampleRejected, GenerationFinished,
+                     GenerationProgress, Status, TokenStreamed, ignore)
+from .fsio import JsonlAppender, repair_torn_tail
+from .project import Project, text_id
+from .prompts import Prompter, ask, clean_input
+from .quality import NearDupIndex, check_answer, check_input
+
+
+@dataclass
+class GenerationResult:
+    kept: int
+    rejected: int
+    target: int
+    elapsed: float
+    cancelled: bool
+    rejected_by_reason: dict = field(default_factory=dict)
+    teacher_tokens: int = 0
+    teacher_seconds: float = 0.0
+
+
+class Generator:
+    """Holds what one generation run needs: project, teacher, prompter, dedup index, counters."""
+
+    def __init__(self, project: Project, teacher: TextModel, *, on_event: EventSink = ignore,
+                 cancel: Optional[threading.Event] = None):
+        self.project = project
+        self.config = project.config
+        self.teacher = teacher
+        self.on_event = on_event
+        self.cancel = cancel or threading.Event()
+        self.mode = choose_mode(teacher, self.config.teacher.mode)
+        self.prompter = Prompter(self.config.task, self.mode)
+        self.seeds = project.seeds()
+        minimum = 2 if self.config.task.type == "classification" else 1
+        if len(self.seeds) < minimum:
+            raise StillroomError(f"{project.seeds_path}: {len(self.seeds)} usable seed example(s); the "
+                                 f"teacher needs at least {minimum} to learn the task from",
+                                 "add seed examples first")
+        if self.config.task.type == "classification":
+            unknown = sorted({records.answer_text(r) for r in self.seeds} - set(self.config.task.labels))
+            if unknown:
+                raise StillroomError(f"{project.seeds_path}: seed answer(s) {', '.join(map(repr, unknown))} "
+                                     f"are not in task.labels ({', '.join(self.config.task.labels)})")
+        self.teacher_tokens = 0
+        self.teacher_seconds = 0.0
+
+    # ------------------------------------------------------------------ setup
+    def _index(self, rows: list[dict]) -> NearDupIndex:
+        self.on_event(Status("indexing seeds, test rows and earlier rows"))
+        index = NearDupIndex(self.config.generation.near_dup_threshold)
+        for row in self.seeds:
+            index.add(records.user_text(row), f"seed:{text_id(records.user_text(row))}")
+        for row in self.project.tests():
+            index.add(records.user_text(row), f"test:{text_id(records.user_text(row))}")
+        for row in rows:
+            if row.get("status") in ("kept", "pruned"):
+                index.add(records.user_text(row), row.get("id"))
+        return index
+
+    def _params(self, temperature: float, max_tokens: int, seed: int) -> SamplingParams:
+        return SamplingParams(temperature=temperature, top_p=self.config.generation.top_p,
+                              max_tokens=max_tokens, seed=seed)
+
+    def _stream(self, purpose: str):
+        def forward(piece: str) -> None:
+            self.on_event(TokenStreamed(piece, "teacher", purpose))
+        return forward
+
+    def _ask(self, request, params, purpose):
+        completion = ask(self.teacher, request, params, on_token=self._stream(purpose), cancel=self.cancel)
+        self.teacher_tokens += completion.completion_tokens
+        self.teacher_seconds += completion.seconds
+        if completion.finish_reason == "cancelled":
+            raise Cancelled("generation stopped")
+        return completion
+
+    # ------------------------------------------------------------------ one candidate
+    def candidate(self, index_no: int, label: Optional[str], dedup: NearDupIndex) -> dict:
+        """Write, check and answer candidate number `index_no`; returns the row (kept or rejected)."""
+        gen = self.config.generation
+        task = self.config.task
+        rng = random.Random(f"{gen.seed}:{index_no}")
+        shots = rng.sample(self.seeds, min(gen.few_shot, len(self.seeds)))
+        topic = gen.topics[index_no % len(gen.topics)] if gen.topics else ""
+        sample_seed = (gen.seed * 1_000_003 + index_no) % (2 ** 31)
+        self.on_event(CandidateStarted(index_no, label))
+
+        request = self.prompter.new_input(shots, label or "", topic)
+        written = self._ask(request, self._params(gen.temperature, gen.max_input_tokens, sample_seed), "input")
+        text = clean_input(written.text, task.input_name)
+        meta = {"teacher": self.teacher.name, "mode": self.mode, "prompt_hash": request.digest,
+                "seed_ids": [text_id(records.user_text(r)) for r in shots],
+                "sampling": {"temperature": gen.temperature, "top_p": gen.top_p, "seed": sample_seed,
+                             "label_temperature": gen.label_temperature},
+                "time": round(time.time(), 3)}
+        if label:
+            meta["intended_label"] = label
+        if topic:
+            meta["topic"] = topic
+        row = {"id": f"syn-{index_no:06d}", "status": "kept", "reason": "", "scores": {}, "meta": meta}
+
+        reason = check_input(text, self.config)
+        if reason is None and written.finish_reason == "length":
+            reason = "truncated"
+        if reason is None:
+            match = dedup.nearest(text)
+            row["scores"]["dup"] = round(match.score, 3) if match else round(dedup.max_similarity(text), 3)
+            if match is not None:
+                reason = ("test-overlap" if match.key.startswith("test:")
+                          else "exact-dup" if match.score >= 0.999 else "near-dup")
+                meta["dup_of"] = match.key
+        if reason is not None:
+            return self._finish(row, text, "", reason)
+
+        answer_shots = rng.sample(self.seeds, min(gen.few_shot, len(self.seeds)))
+        request = self.prompter.answer(answer_shots, text, task.system_prompt)
+        answered = self._ask(request, self._params(gen.label_temperature, gen.max_output_tokens,
+                                                   sample_seed + 1), "answer")
+        reason, answer = check_answer(answered.text, self.config)
+        if reason is None and answered.finish_reason == "length" and task.type != "classification":
+            reason = "truncated"
+        if task.type == "classification":
+            meta["teacher_label"] = answer if reason is None else answered.text.strip()[:80]
+            if reason is None and gen.agreement and label and answer != label:
+                reason = "label-disagree"
+        return self._finish(row, text, answer, reason)
+
+    def _finish(self, row: dict, text: str, answer: str, reason: Optional[str]) -> dict:
+        system = self.config.task.system_prompt
+        row["messages"] = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": text}]
+        if answer or reason is None:
+            row["messages"].append({"role": "assistant", "content": answer})
+        if reason is not None:
+            row["status"], row["reason"] = "rejected", reason
+        return row
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, target: int) -> GenerationResult:
+        if target < 1:
+            raise StillroomError(f"--count must be at least 1, got {target}")
+        path = self.project.synthetic_path
+        repaired = repair_torn_tail(path)
+        if repaired:
+            self.on_event(Status(f"repaired a torn last line in {path.name} ({repaired} bytes)"))
+        rows = self.project.synthetic()
+        kept = sum(1 for r in rows if r.get("status") == "kept")
+        rejected = Counter(r.get("reason") or "?" for r in rows if r.get("status") == "rejected")
+        label_counts = Counter(records.answer_text(r) for r in rows if r.get("status") == "kept")
+        dedup = self._index(rows)
+        next_index = _next_index(rows)
+        start = time.perf_counter()
+        budget = target * self.config.generation.max_attempts_factor
+        attempts = 0
+        cancelled = False
+
+        def progress():
+            elapsed = time.perf_counter() - start
+            tps = self.teacher_tokens / self.teacher_seconds if self.teacher_seconds else 0.0
+            self.on_event(GenerationProgress(kept, sum(rejected.values()), target, elapsed,
+                                             self.teacher_tokens, tps, dict(rejected)))
+
+        progress()
+        with JsonlAppender(path) as out:
+            while kept < target:
+                if self.cancel.is_set():
+                    cancelled = True
+                    break
+                if attempts >= budget:
+                    raise StillroomError(
+                        f"{path}: gave up after {attempts} candidates with {kept}/{target} kept; the teacher's "
+                        f"output keeps failing the checks ({_top(rejected)})",
+                        "look at the rejected rows, add seeds, or loosen generation settings")
+                label = self._choose_label(label_counts, next_index)
+                try:
+                    row = self.candidate(next_index, label, dedup)
+                except Cancelled:
+                    cancelled = True
+                    break
+                out.append(row)
+                attempts += 1
+                next_index += 1
+                if row["status"] == "kept":
+                    kept += 1
+                    dedup.add(records.user_text(row), row["id"])
+                    label_counts[records.answer_text(row)] += 1
+                    self.on_event(ExampleAccepted(row))
+                else:
+                    rejected[row["reason"]] += 1
+                    self.on_event(ExampleRejected(row, row["reason"]))
+                progress()
+        elapsed = time.perf_counter() - start
+        result = GenerationResult(kept, sum(rejected.values()), target, elapsed, cancelled, dict(rejected),
+                                  self.teacher_tokens, self.teacher_seconds)
+        self.on_event(GenerationFinished(kept, result.rejected, target, elapsed, cancelled))
+        return result
+
+    def _choose_label(self, counts: Counter, index_no: int) -> Optional[str]:
+        labels = self.config.task.labels
+        if self.config.task.type != "classification" or not labels:
+            return None
+        fewest = min(counts.get(label, 0) for label in labels)
+        tied = [label for label in labels if counts.get(label, 0) == fewest]
+        return random.Random(f"label:{self.config.generation.seed}:{index_no}").choice(tied)
+
+
+def _next_index(rows: list[dict]) -> int:
+    highest = -1
+    for row in rows:
+        rid = str(row.get("id", ""))
+        if rid.startswith("syn-") and rid[4:].isdigit():
+            highest = max(highest, int(rid[4:]))
+    return max(highest + 1, len(rows))
+
+
+def _top(counter: Counter) -> str:
+    return ", ".join(f"{reason} {n}" for reason, n in counter.most_common(3)) or "no rows"
+
+
+def generate(project: Project, target: int, *, teacher: Optional[TextModel] = None,
+             on_event: EventSink = ignore, cancel: Optional[threading.Event] = None) -> GenerationResult:
+    """Fill the project's synthetic rows to `target` kept rows. Loads the teacher unless given one."""
+    own = teacher is None
+    if own:
+        from .backends import load_teacher
+        on_event(Status(f"loading teacher {project.config.teacher.model}"))
+        teacher = load_teacher(project)
+    try:
+        return Generator(project, teacher, on_event=on_event, cancel=cancel).run(target)
+    finally:
+        if own:
+            teacher.close()

@@ -1,0 +1,75 @@
+"""A scripted teacher for engine tests where the model is not the point."""
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+
+from stillroom.core.backends.base import Completion, SamplingParams
+
+
+class FakeTeacher:
+    """Writes numbered, distinct inputs and answers with the label the prompt asked for.
+
+    In completion mode the label of a new-input request is read from the prompt's last block; the
+    answer to a labelling request is looked up from the texts it wrote (so labels agree), unless
+    `disagree_every` makes every k-th answer wrong.
+    """
+
+    name = "fake-teacher"
+    supports_chat = False
+    is_base = True
+
+    def __init__(self, labels=("billing", "shipping"), disagree_every: int = 0, delay: float = 0.0,
+                 words=None):
+        self.labels = list(labels)
+        self.disagree_every = disagree_every
+        self.delay = delay
+        self.counter = itertools.count()
+        self.written: dict[str, str] = {}
+        self.calls = 0
+        self.words = words or ["invoice", "parcel", "refund", "tracking", "card", "courier", "charge",
+                               "box", "payment", "delivery", "receipt", "address", "coupon", "van"]
+
+    def _new_text(self, label: str, seed) -> str:
+        rng = random.Random(seed)
+        n = next(self.counter)
+        body = " ".join(rng.choice(self.words) for _ in range(6))
+        return f"Ticket {n} about {label}: {body} {rng.randint(0, 10**9)}"
+
+    def complete(self, prompt: str, params: SamplingParams, on_token=None, cancel=None) -> Completion:
+        import time
+        self.calls += 1
+        if self.delay:
+            time.sleep(self.delay)
+        last = prompt.rsplit("\n\n", 1)[-1]
+        lines = last.splitlines()
+        if len(lines) == 2 and lines[1].rstrip().endswith(":") and lines[1].count(":") == 1 \
+                and lines[0].split(":", 1)[0] != lines[1][:-1]:
+            if lines[1].startswith(("Ticket", "Text", "Input", "Question")):
+                # new input for the label in lines[0]
+                label = lines[0].split(":", 1)[1].strip()
+                text = self._new_text(label, params.seed)
+                self.written[text] = label
+            else:
+                # answer: find the label we meant for this text
+                text_line = lines[0].split(":", 1)[1].strip()
+                label = self.written.get(text_line, self.labels[0])
+                if self.disagree_every and self.calls % self.disagree_every == 0:
+                    label = next(l for l in self.labels if l != label)
+                text = " " + label
+        else:
+            text = self._new_text(self.labels[0], params.seed)
+        for piece in text.split(" "):
+            if on_token:
+                on_token(piece + " ")
+            if cancel is not None and cancel.is_set():
+                return Completion(text, "cancelled", 10, 1, 0.001)
+        return Completion(text, "stop", prompt_tokens=len(prompt) // 4, completion_tokens=len(text.split()),
+                          seconds=0.001)
+
+    def chat(self, messages, params, on_token=None, cancel=None):
+        raise NotImplementedError
+
+    def close(self):
+        pass

@@ -1,0 +1,63 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from stillroom.core.errors import ProjectLocked
+from stillroom.core.fsio import JsonlAppender, atomic_write_text, repair_torn_tail
+from stillroom.core.lock import ProjectLock
+
+
+def test_repair_torn_tail(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    with JsonlAppender(path) as out:
+        out.append({"id": "a"})
+        out.append({"id": "b"})
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"id": "c", "mess')
+    assert repair_torn_tail(path) > 0
+    assert path.read_bytes() == whole
+    assert repair_torn_tail(path) == 0
+    # a complete-looking line that is not JSON is torn too
+    path.write_bytes(whole + b'{"id": \n')
+    repair_torn_tail(path)
+    assert path.read_bytes() == whole
+
+
+def test_repair_keeps_single_good_line(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"a": 1}\n')
+    assert repair_torn_tail(path) == 0
+    path.write_text('{"a": ')
+    repair_torn_tail(path)
+    assert path.read_text() == ""
+
+
+def test_atomic_write_leaves_no_temp(tmp_path):
+    path = tmp_path / "x.txt"
+    atomic_write_text(path, "one")
+    atomic_write_text(path, "two")
+    assert path.read_text() == "two"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_second_process_refused_and_named(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from stillroom.core.lock import ProjectLock; "
+        f"ProjectLock({str(tmp_path)!r}, 'stillroom generate').acquire(); print('held', flush=True); "
+        "time.sleep(30)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ProjectLocked) as info:
+            ProjectLock(tmp_path).acquire()
+        assert f"process {holder.pid} (stillroom generate)" in str(info.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder died without releasing: its lock is stale and is taken over
+    lock = ProjectLock(tmp_path).acquire()
+    assert json.loads((tmp_path / ".stillroom.lock").read_text())["pid"] == os.getpid()
+    lock.release()
+    assert not (tmp_path / ".stillroom.lock").exists()

@@ -1,0 +1,141 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from fakes import FakeTeacher
+from stillroom.core import events, records
+from stillroom.core.generate import generate
+from stillroom.core.project import Project
+
+
+def make_project(tmp_path, seeds=6):
+    project = Project.create(tmp_path / "proj", "classification")
+    project.config.task.labels = ["billing", "shipping"]
+    project.config.task.input_name, project.config.task.output_name = "Ticket", "Team"
+    project.config.evaluation.test_fraction = 0.0
+    project.save_config()
+    rows = []
+    for i in range(seeds):
+        label = ["billing", "shipping"][i % 2]
+        rows.append(records.make_row(f"seed number {i} is a question about {label} things", label))
+    project.save_seeds(rows)
+    return Project.open(project.root)
+
+
+def test_generation_fills_to_target_balanced(tmp_path):
+    project = make_project(tmp_path)
+    seen = []
+    result = generate(project, 8, teacher=FakeTeacher(disagree_every=5), on_event=seen.append)
+    assert result.kept == 8
+    rows = project.synthetic()
+    kept = [r for r in rows if r["status"] == "kept"]
+    assert len(kept) == 8
+    assert Counter(records.answer_text(r) for r in kept) == {"billing": 4, "shipping": 4}
+    rejected = [r for r in rows if r["status"] == "rejected"]
+    assert rejected and all(r["reason"] == "label-disagree" for r in rejected)
+    assert all(r["meta"]["teacher_label"] != r["meta"]["intended_label"] for r in rejected)
+    assert len({r["id"] for r in rows}) == len(rows)
+    meta = kept[0]["meta"]
+    assert {"teacher", "prompt_hash", "seed_ids", "sampling", "time"} <= set(meta)
+    kinds = {type(e).__name__ for e in seen}
+    assert {"GenerationProgress", "ExampleAccepted", "ExampleRejected", "TokenStreamed",
+            "GenerationFinished"} <= kinds
+    # already complete: a rerun adds nothing
+    assert generate(project, 8, teacher=FakeTeacher()).kept == 8
+    assert len(project.synthetic()) == len(rows)
+
+
+def test_duplicates_of_seeds_and_earlier_rows_rejected(tmp_path):
+    project = make_project(tmp_path)
+
+    class Repeater(FakeTeacher):
+        def _new_text(self, label, seed):
+            return "seed number 0 is a question about billing things"   # a seed, verbatim
+
+    result = generate(project, 1, teacher=Repeater(), on_event=lambda e: None,
+                      cancel=_cancel_after(project, 3))
+    rows = project.synthetic()
+    assert result.kept == 0
+    assert rows and all(r["reason"] == "exact-dup" and r["meta"]["dup_of"].startswith("seed:") for r in rows)
+
+
+def _cancel_after(project, n):
+    cancel = threading.Event()
+
+    def watcher():
+        while not cancel.is_set():
+            if project.synthetic_path.exists() and len(project.synthetic_path.read_text().splitlines()) >= n:
+                cancel.set()
+            time.sleep(0.01)
+    threading.Thread(target=watcher, daemon=True).start()
+    return cancel
+
+
+def test_cancel_stops_cleanly_and_resumes(tmp_path):
+    project = make_project(tmp_path)
+    cancel = threading.Event()
+    finished = []
+
+    def on_event(event):
+        if isinstance(event, events.ExampleAccepted) and event.row["id"] == "syn-000002":
+            cancel.set()
+        if isinstance(event, events.GenerationFinished):
+            finished.append(event)
+
+    result = generate(project, 10, teacher=FakeTeacher(), on_event=on_event, cancel=cancel)
+    assert result.cancelled and finished[-1].cancelled
+    assert 1 <= result.kept < 10
+    result = generate(project, 10, teacher=FakeTeacher())
+    assert result.kept == 10 and not result.cancelled
+    rows = project.synthetic()
+    assert len({r["id"] for r in rows}) == len(rows)
+
+
+def test_too_few_seeds_is_a_clear_error(tmp_path):
+    project = make_project(tmp_path, seeds=1)
+    from stillroom.core.errors import StillroomError
+    with pytest.raises(StillroomError, match="seeds.jsonl: 1 usable seed example"):
+        generate(project, 3, teacher=FakeTeacher())
+
+
+KILL_SCRIPT = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from fakes import FakeTeacher
+from stillroom.core.generate import generate
+from stillroom.core.project import Project
+generate(Project.open({root!r}), {target}, teacher=FakeTeacher(delay=0.004, disagree_every=4))
+"""
+
+
+def test_sigkill_during_generation_then_rerun_reaches_exactly_n(tmp_path):
+    project = make_project(tmp_path)
+    target = 40
+    script = KILL_SCRIPT.format(tests=os.path.dirname(__file__), root=str(project.root), target=target)
+    for delay in (0.9, 1.1, 1.3, 1.2, 1.5):
+        proc = subprocess.Popen([sys.executable, "-c", script])
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        # leave a torn line sometimes, as a kill mid-write would
+        with open(project.synthetic_path, "a") as handle:
+            handle.write('{"id": "syn-torn", "status": "kep')
+    from stillroom.core.fsio import repair_torn_tail
+    repair_torn_tail(project.synthetic_path)
+    before = sum(1 for r in project.synthetic() if r["status"] == "kept")
+    assert 0 < before < target, before      # the kills really landed mid-run
+    done = subprocess.run([sys.executable, "-c", script], timeout=120)
+    assert done.returncode == 0
+    lines = project.synthetic_path.read_text().splitlines()
+    rows = [json.loads(line) for line in lines]          # no torn line survives
+    kept = [r for r in rows if r["status"] == "kept"]
+    assert len(kept) == target
+    assert len({r["id"] for r in rows}) == len(rows)
+    assert len({records.user_text(r) for r in kept}) == len(kept)

@@ -1,0 +1,5 @@
+import sys
+
+from stillroom.tui.cli import main
+
+sys.exit(main())

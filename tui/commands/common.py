@@ -1,0 +1,66 @@
+"""Shared pieces of CLI commands: project arguments, Ctrl-C as a clean stop, event-driven progress bars."""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def add_project_argument(parser, optional: bool = False) -> None:
+    if optional:
+        parser.add_argument("path", nargs="?", type=Path, help="project folder")
+    else:
+        parser.add_argument("path", type=Path, help="project folder")
+
+
+@contextmanager
+def stop_on_ctrl_c():
+    """First Ctrl-C sets the cancel event (the engine stops cleanly and saves); a second one aborts."""
+    cancel = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        from rich.console import Console
+        Console(stderr=True).print("[yellow]stopping after the current step… (Ctrl-C again to abort)[/]")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+    try:
+        yield cancel
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous)
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+    return Console(stderr=stderr, highlight=False)
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds == float("inf"):
+        return "--:--"
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class Ticker:
+    """Rate limiter for progress refreshes."""
+
+    def __init__(self, every: float = 0.1):
+        self.every = every
+        self.last = 0.0
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            return True
+        return False

@@ -1,0 +1,48 @@
+"""stillroom demo: the whole loop on the bundled models, on a ready demo project."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from stillroom.tui.commands.common import console, stop_on_ctrl_c
+
+NAME = "demo"
+HELP = ("create (once) the support-routing demo project and open it in the workbench; "
+        "--headless runs the whole loop in the terminal instead")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("path", nargs="?", type=Path, default=None,
+                        help="demo project folder (default: support-routing in the Stillroom data folder)")
+    parser.add_argument("--headless", action="store_true",
+                        help="no workbench: generate, train, evaluate and print the results")
+    parser.add_argument("--count", type=int, default=40, help="headless: kept rows to generate")
+
+
+def demo_project(path):
+    from stillroom.core import locations
+    from stillroom.core.project import CONFIG_NAME, Project
+    path = Path(path) if path else locations.default_project_dir("support-routing")
+    if (path / CONFIG_NAME).exists():
+        return Project.open(path)
+    return Project.create(path, demo=True)
+
+
+def run(args) -> int:
+    project = demo_project(args.path)
+    if not args.headless and sys.stdout.isatty():
+        from stillroom.tui.commands.open import open_app
+        return open_app(project.root)
+    return run_headless(project, args.count)
+
+
+def run_headless(project, count: int) -> int:
+    from stillroom.tui.commands import generate as generate_command
+    out = console()
+    out.print(f"demo project: {project.root}")
+    with project.lock("stillroom demo"), stop_on_ctrl_c() as cancel:
+        result = generate_command.run_with_progress(project, count, cancel)
+        out.print(f"generated: {result.kept} kept, {result.rejected} rejected")
+        if cancel.is_set():
+            return 130
+    return 0
