@@ -111,15 +111,18 @@ sys.path.insert(0, {tests!r})
 from fakes import FakeTeacher
 from stillroom.core.generate import generate
 from stillroom.core.project import Project
-generate(Project.open({root!r}), {target}, teacher=FakeTeacher(delay=0.004, disagree_every=4))
+generate(Project.open({root!r}), {target}, teacher=FakeTeacher(delay=0.01, disagree_every=4))
 """
 
 
 def test_sigkill_during_generation_then_rerun_reaches_exactly_n(tmp_path):
     project = make_project(tmp_path)
-    target = 40
+    target = 80
     script = KILL_SCRIPT.format(tests=os.path.dirname(__file__), root=str(project.root), target=target)
-    for delay in (0.9, 1.1, 1.3, 1.2, 1.5):
+    import random
+    rng = random.Random(3)
+    for _ in range(8):
+        delay = rng.uniform(0.7, 1.4)
         proc = subprocess.Popen([sys.executable, "-c", script])
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
