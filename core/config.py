@@ -84,6 +84,8 @@ class GenerationConfig:
     max_chars: int = setting(600, "Longest accepted input, in characters.", minimum=1)
     near_dup_threshold: float = setting(0.8, "Reject an input whose character 3-gram Jaccard similarity "
                                         "to a seed, test or earlier row reaches this.", minimum=0)
+    label_shots: int = setting(24, "Classification with a base teacher: seed examples in the fixed prompt "
+                               "used to score each label (labels are scored, not sampled).", minimum=1)
     agreement: bool = setting(True, "Classification: keep a row only when the teacher's label for the "
                               "new input agrees with the label it was written for.")
     seed: int = setting(0, "Random seed for label choice, few-shot rotation and sampling.")
@@ -117,6 +119,13 @@ class TrainingConfig:
     precision: str = setting("auto", "auto (bf16 on CUDA, fp32 elsewhere), fp32, bf16 or fp16.",
                              choices=("auto", "fp32", "bf16", "fp16"))
     seed: int = setting(0, "Random seed for data order, split and initialisation.")
+    batching: str = setting("pack", "pack: each batch's rows run as one padding-free sequence (attention "
+                            "stays inside each row); group: rows of similar length are padded together; "
+                            "pad: plain padding.", choices=("pack", "group", "pad"))
+    gradient_checkpointing: bool = setting(False, "Recompute activations in the backward pass: less memory "
+                                           "for big students, about 30% slower.")
+    save_total_limit: int = setting(2, "Checkpoints kept per run (older ones are deleted); at least 1.",
+                                    minimum=1)
 
 
 @dataclass
