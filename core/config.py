@@ -138,6 +138,13 @@ class EvaluationConfig:
     judge: bool = setting(False, "Also let the teacher rate each student answer against the reference.")
     bootstrap: int = setting(1000, "Bootstrap resamples for the gap-closed confidence interval.", minimum=1)
     seed: int = setting(0, "Random seed for the bootstrap.")
+    headline: str = setting("auto", "Metric the gap closed is computed on. auto: accuracy (classification), "
+                            "field_f1 (extraction), token_f1 (qa), rouge_l (generation); or exact_match, "
+                            "chrf, json_valid, judge.",
+                            choices=("auto", "accuracy", "field_f1", "json_valid", "exact_match", "token_f1",
+                                     "rouge_l", "chrf", "judge"))
+    device: str = setting("auto", "Device for the student during evaluation, chat and export checks: "
+                          "auto, cuda, mps or cpu.", choices=("auto", "cuda", "mps", "cpu"))
 
 
 @dataclass
