@@ -71,6 +71,22 @@ class GenerationFinished(Event):
 
 
 @dataclass(frozen=True)
+class TrainStarted(Event):
+    """Data rendered, student loaded: the run's shape before its first step."""
+    run_id: str
+    run_dir: str
+    step: int                 # 0, or the checkpoint step a resumed run continues from
+    max_steps: int
+    train_rows: int
+    validation_rows: int
+    truncated: int            # rows cut to training.max_length tokens
+    method: str               # "lora" | "full"
+    device: str
+    precision: str
+    world_size: int = 1
+
+
+@dataclass(frozen=True)
 class TrainStep(Event):
     step: int
     max_steps: int
