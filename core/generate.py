@@ -19,6 +19,7 @@ from .errors import Cancelled, StillroomError
 from .events import (CandidateStarted, EventSink, ExampleAccepted, ExampleRejected, GenerationFinished,
                      GenerationProgress, Status, TokenStreamed, ignore)
 from .fsio import JsonlAppender, repair_torn_tail
+from .labeling import LabelScorer, balanced_shots
 from .project import Project, text_id
 from .prompts import Prompter, ask, clean_input
 from .quality import NearDupIndex, check_answer, check_input
@@ -61,6 +62,11 @@ class Generator:
                                      f"are not in task.labels ({', '.join(self.config.task.labels)})")
         self.teacher_tokens = 0
         self.teacher_seconds = 0.0
+        self.scorer = None
+        task = self.config.task
+        if task.type == "classification" and LabelScorer.available(teacher, self.mode):
+            shots = balanced_shots(self.seeds, task.labels, self.config.generation.label_shots)
+            self.scorer = LabelScorer(teacher, self.prompter, shots, task.labels, task.system_prompt)
 
     # ------------------------------------------------------------------ setup
     def _index(self, rows: list[dict]) -> NearDupIndex:
@@ -98,7 +104,7 @@ class Generator:
         gen = self.config.generation
         task = self.config.task
         rng = random.Random(f"{gen.seed}:{index_no}")
-        shots = rng.sample(self.seeds, min(gen.few_shot, len(self.seeds)))
+        shots = self._input_shots(rng, label)
         topic = gen.topics[index_no % len(gen.topics)] if gen.topics else ""
         sample_seed = (gen.seed * 1_000_003 + index_no) % (2 ** 31)
         self.on_event(CandidateStarted(index_no, label))
@@ -130,6 +136,17 @@ class Generator:
         if reason is not None:
             return self._finish(row, text, "", reason)
 
+        if self.scorer is not None:
+            started = time.perf_counter()
+            answer, probs = self.scorer.label(text)
+            self.teacher_seconds += time.perf_counter() - started
+            self.on_event(TokenStreamed(" → " + answer, "teacher", "answer"))
+            row["scores"]["label_probs"] = probs
+            meta["teacher_label"] = answer
+            meta["labelled_by"] = "calibrated-scoring"
+            reason = "label-disagree" if gen.agreement and label and answer != label else None
+            return self._finish(row, text, answer, reason)
+
         answer_shots = rng.sample(self.seeds, min(gen.few_shot, len(self.seeds)))
         request = self.prompter.answer(answer_shots, text, task.system_prompt)
         answered = self._ask(request, self._params(gen.label_temperature, gen.max_output_tokens,
@@ -142,6 +159,19 @@ class Generator:
             if reason is None and gen.agreement and label and answer != label:
                 reason = "label-disagree"
         return self._finish(row, text, answer, reason)
+
+    def _input_shots(self, rng: random.Random, label: Optional[str]) -> list[dict]:
+        """Few-shot examples for writing a new input; for a label, mostly that label's seeds, so the
+        teacher stays on the label, plus a couple of others so it sees what the label is not."""
+        k = min(self.config.generation.few_shot, len(self.seeds))
+        if not label:
+            return rng.sample(self.seeds, k)
+        same = [r for r in self.seeds if records.answer_text(r) == label]
+        other = [r for r in self.seeds if records.answer_text(r) != label]
+        n_same = min(len(same), max(1, (2 * k) // 3))
+        shots = rng.sample(same, n_same) + rng.sample(other, min(len(other), k - n_same))
+        rng.shuffle(shots)
+        return shots
 
     def _finish(self, row: dict, text: str, answer: str, reason: Optional[str]) -> dict:
         system = self.config.task.system_prompt

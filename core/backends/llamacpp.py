@@ -43,6 +43,9 @@ class LlamaCppModel:
             is_base = _BASE_NAME.search(meta.get("general.name", "") + " " + path.stem) is not None
         self.is_base = bool(is_base)
         self.n_ctx = n_ctx
+        self.n_threads = n_threads or os.cpu_count()
+        self.n_gpu_layers = n_gpu_layers
+        self._scorer = None
         self._lock = threading.Lock()    # one decode at a time per loaded model
 
     # ------------------------------------------------------------------ protocol
@@ -66,14 +69,56 @@ class LlamaCppModel:
             stream = self.llm.create_chat_completion(messages=list(messages), stream=True, **kwargs)
             return self._drain(stream, 0, on_token, cancel, key="delta")
 
+    def score_continuations(self, prompt: str, continuations: Sequence[str]) -> list[float]:
+        """Sum of log-probabilities of each continuation after `prompt` (teacher-forced, no sampling).
+
+        Runs in a second context over the same (memory-mapped) weights, so a stable prompt prefix stays
+        cached there while the main context writes new inputs: scoring a label costs a few tokens.
+        """
+        import numpy as np
+        with self._lock:
+            scorer = self._scorer_llm()
+            base = scorer.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+            scores = []
+            for text in continuations:
+                tokens = scorer.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+                total = 0.0
+                for i, token in enumerate(tokens):
+                    logits = self._logits_after(scorer, base + tokens[:i])
+                    shifted = logits - logits.max()
+                    total += float(shifted[token] - np.log(np.exp(shifted).sum()))
+                scores.append(total)
+            return scores
+
+    def _scorer_llm(self):
+        if self._scorer is None:
+            from llama_cpp import Llama
+            self._scorer = Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                 n_gpu_layers=self.n_gpu_layers, verbose=False)
+        return self._scorer
+
+    @staticmethod
+    def _logits_after(llm, tokens: list[int]):
+        """Last-position logits for `tokens`, evaluating only what differs from the cached tokens."""
+        import numpy as np
+        cached = llm.input_ids[:llm.n_tokens].tolist()
+        keep = 0
+        limit = min(len(cached), len(tokens) - 1)   # always evaluate at least one token
+        while keep < limit and cached[keep] == tokens[keep]:
+            keep += 1
+        llm.n_tokens = keep
+        llm.eval(tokens[keep:])
+        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()
+
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def close(self) -> None:
-        llm = getattr(self, "llm", None)
-        if llm is not None:
-            llm.close()
-            self.llm = None
+        for attr in ("llm", "_scorer"):
+            llm = getattr(self, attr, None)
+            if llm is not None:
+                llm.close()
+                setattr(self, attr, None)
 
     # ------------------------------------------------------------------ helpers
     def _check_context(self, prompt_tokens: int, params: SamplingParams) -> None:
