@@ -59,11 +59,11 @@ def test_duplicates_of_seeds_and_earlier_rows_rejected(tmp_path):
         def _new_text(self, label, seed):
             return "seed number 0 is a question about billing things"   # a seed, verbatim
 
-    result = generate(project, 1, teacher=Repeater(), on_event=lambda e: None,
-                      cancel=_cancel_after(project, 3))
+    from stillroom.core.errors import StillroomError
+    with pytest.raises(StillroomError, match=r"gave up after 20 candidates with 0/1 kept.*exact-dup 20"):
+        generate(project, 1, teacher=Repeater())
     rows = project.synthetic()
-    assert result.kept == 0
-    assert rows and all(r["reason"] == "exact-dup" and r["meta"]["dup_of"].startswith("seed:") for r in rows)
+    assert len(rows) == 20 and all(r["reason"] == "exact-dup" and r["meta"]["dup_of"].startswith("seed:") for r in rows)
 
 
 def _cancel_after(project, n):
