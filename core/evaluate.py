@@ -1,0 +1,471 @@
+"""Evaluation: teacher, base student and tuned student answer the same held-out inputs, side by side.
+
+The teacher is asked exactly as in generation (few-shot completion for a base teacher, chat for an
+instruct one), with shots drawn only from training seeds, never from test rows. The students are
+asked the way they were trained (the row's system prompt and input through the chat template) and
+decode in left-padded batches; an adapter run loads the student once and answers as the base model
+with the adapter switched off.
+
+Output, under runs/<run-id>/eval/ (each file written whole, atomically):
+    predictions.jsonl   one record per test row: input, reference, each model's answer, scores, latency
+    metrics.json        per-model metrics, the headline metric, gap closed with its 95% bootstrap CI
+    report.md           the table a person reads in ten seconds, plus the worst examples
+"""
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from . import metrics, records
+from .backends.base import Completion, SamplingParams, TextModel, choose_mode
+from .errors import Cancelled, ConfigError, StillroomError
+from .events import EvalFinished, EvalProgress, EventSink, Status, ignore
+from .fsio import atomic_write_jsonl, atomic_write_text
+from .project import Project, text_id
+from .prompts import Prompter, ask
+
+MODELS = ("teacher", "base", "tuned")
+TITLES = {"teacher": "teacher", "base": "base student", "tuned": "tuned student"}
+
+
+@dataclass
+class EvalResult:
+    run_id: str
+    eval_dir: Path
+    metrics: dict
+    records: list = field(default_factory=list)
+
+    @property
+    def gap(self) -> dict:
+        return self.metrics["gap_closed"]
+
+    @property
+    def headline(self) -> str:
+        return self.metrics["headline"]
+
+    def score(self, model: str) -> float:
+        return self.metrics["models"][model][self.headline]
+
+
+# ---------------------------------------------------------------- runs
+
+@dataclass(frozen=True)
+class RunWeights:
+    run_id: str
+    run_dir: Path
+    student_ref: str           # the base student the run started from
+    adapter: Optional[Path]    # LoRA adapter folder, or None for a full fine-tune
+    model_dir: Optional[Path]  # full fine-tune folder
+
+
+def run_weights(project: Project, run: Optional[str] = None) -> RunWeights:
+    """What a training run left: its adapter (or full model) and the student it started from."""
+    run_dir = project.run_dir(run)
+    config = {}
+    config_path = run_dir / "config.json"
+    if config_path.exists():
+        try:
+            config = json.loads(config_path.read_text("utf-8"))
+        except (OSError, ValueError):
+            raise StillroomError(f"{config_path}: unreadable run config") from None
+    student = config.get("student") if isinstance(config, dict) else None
+    if isinstance(student, dict):
+        student = student.get("model") or student.get("ref")
+    if not isinstance(student, str) or not student:
+        student = config.get("student_model") if isinstance(config.get("student_model"), str) else None
+    student = student or project.config.student.model
+    adapter = run_dir / "adapter"
+    model_dir = run_dir / "model"
+    if (adapter / "adapter_config.json").exists():
+        return RunWeights(run_dir.name, run_dir, student, adapter, None)
+    if (model_dir / "config.json").exists():
+        return RunWeights(run_dir.name, run_dir, student, None, model_dir)
+    raise StillroomError(f"{run_dir}: the run has no adapter/ or model/ folder (unfinished or stopped "
+                         f"before its first save)", f"train again: stillroom train {project.root}")
+
+
+def load_students(project: Project, weights: RunWeights, *, device: Optional[str] = None,
+                  on_event: EventSink = ignore):
+    """(base, tuned) HFModels. An adapter run shares one copy of the weights between the two."""
+    from .backends.hf import HFModel
+    cfg = project.config
+    device = device or cfg.evaluation.device
+    on_event(Status(f"loading student {weights.student_ref}"
+                    + (f" with the adapter of run {weights.run_id}" if weights.adapter else "")))
+    if weights.adapter is not None:
+        tuned = HFModel.load(weights.student_ref, project_dir=project.root, adapter=weights.adapter,
+                             device=device, name=f"{_short(weights.student_ref)}+{weights.run_id}")
+        base = tuned.base_view()
+        if base is not None:
+            base.name = _short(weights.student_ref)
+            return base, tuned
+        return HFModel.load(weights.student_ref, project_dir=project.root, device=device,
+                            name=_short(weights.student_ref)), tuned
+    base = HFModel.load(weights.student_ref, project_dir=project.root, device=device,
+                        name=_short(weights.student_ref))
+    tuned = HFModel.load(str(weights.model_dir), project_dir=project.root, device=device,
+                         name=f"{_short(weights.student_ref)}@{weights.run_id}")
+    return base, tuned
+
+
+def _short(ref: str) -> str:
+    return ref.split(":", 1)[1] if ref.startswith("bundled:") else Path(ref).name or ref
+
+
+# ---------------------------------------------------------------- prompts
+
+def test_rows(project: Project, limit: Optional[int] = None) -> list[dict]:
+    rows = project.tests()
+    if not rows:
+        raise StillroomError(f"{project.root}: no held-out test rows; add a test.jsonl, or at least 8 seeds "
+                             f"so a share (evaluation.test_fraction) can be held out")
+    n = limit if limit else project.config.evaluation.max_examples
+    return rows[:n] if n else rows
+
+
+def shot_pool(project: Project, tests: Sequence[dict]) -> list[dict]:
+    """Seeds the teacher may see as worked examples: never a test row."""
+    held = {text_id(records.user_text(r)) for r in project.tests()} | \
+        {text_id(records.user_text(r)) for r in tests}
+    return [r for r in project.seeds() if text_id(records.user_text(r)) not in held]
+
+
+def student_messages(row: dict, system_prompt: str) -> list[dict]:
+    """The conversation a student answers: the row's system prompt (else the task's) and its input."""
+    messages = records.prompt_messages(row)
+    if messages and messages[0]["role"] != "system" and system_prompt:
+        messages = [{"role": "system", "content": system_prompt}] + messages
+    return messages
+
+
+def shots_for(pool: Sequence[dict], k: int, seed: int, index: int) -> list[dict]:
+    rng = random.Random(f"eval:{seed}:{index}")
+    return rng.sample(list(pool), min(k, len(pool)))
+
+
+def clean_answer(text: str) -> str:
+    return text.strip()
+
+
+# ---------------------------------------------------------------- the evaluation
+
+class Evaluation:
+    def __init__(self, project: Project, weights: RunWeights, tests: list[dict], *,
+                 on_event: EventSink = ignore, cancel: Optional[threading.Event] = None,
+                 judge: Optional[bool] = None):
+        self.project = project
+        self.config = project.config
+        self.weights = weights
+        self.tests = tests
+        self.on_event = on_event
+        self.cancel = cancel or threading.Event()
+        self.judge = self.config.evaluation.judge if judge is None else judge
+        self.spec = metrics.TaskSpec.from_config(self.config.task)
+        self.headline = metrics.headline_metric(self.config.task.type, self.config.evaluation.headline)
+        valid = set(metrics.PER_EXAMPLE[self.config.task.type]) | {"judge"}
+        if self.headline not in valid:
+            raise ConfigError(f"{project.config_path}: evaluation.headline = {self.headline!r} does not fit a "
+                              f"{self.config.task.type} task; use auto or one of {', '.join(sorted(valid))}")
+        if self.headline == "judge" and not self.judge:
+            raise ConfigError(f"{project.config_path}: evaluation.headline = \"judge\" needs "
+                              f"evaluation.judge = true")
+        self.pool = shot_pool(project, tests)
+        self.outputs: dict[str, list[Optional[dict]]] = {m: [None] * len(tests) for m in MODELS}
+        self.names: dict[str, str] = {}
+        self.modes: dict[str, str] = {}
+
+    def _check(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled("evaluation stopped")
+
+    # ------------------------------------------------------------ students
+    def run_students(self, base: TextModel, tuned: TextModel) -> None:
+        ev = self.config.evaluation
+        task = self.config.task
+        params = SamplingParams(temperature=0.0, max_tokens=ev.max_tokens)
+        for key, model in (("base", base), ("tuned", tuned)):
+            self.names[key] = model.name
+            chat = model.supports_chat
+            self.modes[key] = "chat" if chat else "completion"
+            prompter = Prompter(task, "completion")
+            total = len(self.tests)
+            self.on_event(EvalProgress(key, 0, total))
+            for start in range(0, total, ev.batch_size):
+                self._check()
+                batch = self.tests[start:start + ev.batch_size]
+                if chat:
+                    convs = [student_messages(r, task.system_prompt) for r in batch]
+                    answers = model.chat_batch(convs, params, cancel=self.cancel)
+                else:
+                    requests = [prompter.answer(shots_for(self.pool, self.config.generation.few_shot,
+                                                          ev.seed, start + i), records.user_text(r),
+                                                task.system_prompt) for i, r in enumerate(batch)]
+                    stop_params = SamplingParams(**{**params.__dict__, "stop": requests[0].stop})
+                    answers = model.complete_batch([q.prompt for q in requests], stop_params,
+                                                   cancel=self.cancel)
+                self._check()
+                for i, answer in enumerate(answers):
+                    self.outputs[key][start + i] = _output(answer, batched=len(batch))
+                self.on_event(EvalProgress(key, min(start + len(batch), total), total))
+
+    # ------------------------------------------------------------ teacher
+    def run_teacher(self, teacher: TextModel) -> None:
+        ev = self.config.evaluation
+        gen = self.config.generation
+        task = self.config.task
+        mode = choose_mode(teacher, self.config.teacher.mode)
+        self.names["teacher"] = teacher.name
+        self.modes["teacher"] = mode
+        if mode == "completion" and not self.pool:
+            raise StillroomError(f"{self.project.seeds_path}: no training seeds left to show the teacher as "
+                                 f"examples (every seed is a test row)")
+        prompter = Prompter(task, mode)
+        total = len(self.tests)
+        self.on_event(EvalProgress("teacher", 0, total))
+        for i, row in enumerate(self.tests):
+            self._check()
+            shots = shots_for(self.pool, gen.few_shot, ev.seed, i)
+            system = records.system_text(row) or task.system_prompt
+            request = prompter.answer(shots, records.user_text(row), system)
+            params = SamplingParams(temperature=gen.label_temperature, top_p=gen.top_p,
+                                    max_tokens=ev.max_tokens, seed=(ev.seed * 1_000_003 + i) % (2 ** 31))
+            answer = ask(teacher, request, params, cancel=self.cancel)
+            if answer.finish_reason == "cancelled":
+                raise Cancelled("evaluation stopped")
+            self.outputs["teacher"][i] = _output(answer)
+            self.on_event(EvalProgress("teacher", i + 1, total))
+
+    def run_judge(self, teacher: TextModel) -> None:
+        mode = choose_mode(teacher, self.config.teacher.mode)
+        params = SamplingParams(temperature=0.0, max_tokens=8)
+        total = len(self.tests) * len(MODELS)
+        done = 0
+        self.on_event(EvalProgress("judge", 0, total))
+        for i, row in enumerate(self.tests):
+            for key in MODELS:
+                self._check()
+                out = self.outputs[key][i]
+                request = metrics.judge_request(mode, self.config.task.description, records.user_text(row),
+                                                records.answer_text(row), out["text"])
+                reply = ask(teacher, request, params, cancel=self.cancel)
+                out["judge_reply"] = reply.text.strip()[:200]
+                out["judge"] = metrics.parse_judge(reply.text)
+                done += 1
+                self.on_event(EvalProgress("judge", done, total))
+
+    # ------------------------------------------------------------ scoring
+    def score(self) -> tuple[list[dict], dict]:
+        references = [records.answer_text(r) for r in self.tests]
+        per_model: dict[str, list[dict]] = {}
+        summary: dict = {}
+        for key in MODELS:
+            answers = [o["text"] for o in self.outputs[key]]
+            scores = [metrics.score_example(self.spec, a, ref) for a, ref in zip(answers, references)]
+            if self.judge:
+                for s, o in zip(scores, self.outputs[key]):
+                    s["judge"] = o.get("judge") if o.get("judge") is not None else 0.0
+            per_model[key] = scores
+            agg = metrics.aggregate(self.spec, answers, references, scores)
+            if self.judge:
+                agg["judge"] = metrics.mean(s["judge"] for s in scores)
+                agg["judge_unparsed"] = sum(1 for o in self.outputs[key] if o.get("judge") is None)
+            outs = self.outputs[key]
+            agg["seconds_per_answer"] = metrics.mean(o["seconds"] for o in outs)
+            tokens = sum(o["tokens"] for o in outs)
+            busy = sum(o["seconds"] for o in outs)
+            agg["tokens_per_second"] = tokens / busy if busy else 0.0
+            agg["truncated"] = sum(1 for o in outs if o["finish_reason"] == "length")
+            agg["name"] = self.names.get(key, key)
+            agg["mode"] = self.modes.get(key, "")
+            summary[key] = agg
+        gap = metrics.bootstrap_gap_closed(*(
+            [s[self.headline] for s in per_model[k]] for k in MODELS),
+            resamples=self.config.evaluation.bootstrap, seed=self.config.evaluation.seed)
+        rows = []
+        for i, row in enumerate(self.tests):
+            record = {"index": i, "id": text_id(records.user_text(row)), "input": records.user_text(row),
+                      "system": records.system_text(row) or self.config.task.system_prompt,
+                      "reference": references[i], "outputs": {}}
+            for key in MODELS:
+                out = dict(self.outputs[key][i])
+                out["scores"] = metrics.public_scores(per_model[key][i])
+                out["score"] = round(float(per_model[key][i][self.headline]), 4)
+                record["outputs"][key] = out
+            rows.append(record)
+        result = {
+            "run": self.weights.run_id, "task": self.config.task.name, "task_type": self.config.task.type,
+            "headline": self.headline, "n": len(self.tests),
+            "test_source": "test.jsonl" if self.project.test_path.exists() else "seed split",
+            "models": summary, "gap_closed": gap.to_dict(), "judge": self.judge,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        return rows, result
+
+
+def _output(answer: Completion, batched: int = 1) -> dict:
+    return {"text": clean_answer(answer.text), "finish_reason": answer.finish_reason,
+            "tokens": answer.completion_tokens,
+            # A batch's wall time is shared by its rows.
+            "seconds": round(answer.seconds / max(1, batched), 4), "batched": batched}
+
+
+def evaluate(project: Project, run: Optional[str] = None, *, on_event: EventSink = ignore,
+             cancel: Optional[threading.Event] = None, teacher: Optional[TextModel] = None,
+             limit: Optional[int] = None, judge: Optional[bool] = None,
+             students: Optional[tuple] = None) -> EvalResult:
+    """Evaluate a run (default: the latest) and write runs/<id>/eval/. Loads the models unless given."""
+    weights = run_weights(project, run)
+    tests = test_rows(project, limit)
+    evaluation = Evaluation(project, weights, tests, on_event=on_event, cancel=cancel, judge=judge)
+    start = time.perf_counter()
+    own_students = students is None
+    base, tuned = students if students is not None else load_students(project, weights, on_event=on_event)
+    try:
+        evaluation.run_students(base, tuned)
+    finally:
+        if own_students:
+            tuned.close()
+            base.close()
+    own_teacher = teacher is None
+    if own_teacher:
+        from .backends import load_teacher
+        on_event(Status(f"loading teacher {project.config.teacher.model}"))
+        teacher = load_teacher(project)
+    try:
+        evaluation.run_teacher(teacher)
+        if evaluation.judge:
+            evaluation.run_judge(teacher)
+    finally:
+        if own_teacher:
+            teacher.close()
+    rows, result = evaluation.score()
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    eval_dir = weights.run_dir / "eval"
+    atomic_write_jsonl(eval_dir / "predictions.jsonl", rows)
+    atomic_write_text(eval_dir / "metrics.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(eval_dir / "report.md", render_report(result, rows))
+    on_event(EvalFinished(weights.run_id, result))
+    return EvalResult(weights.run_id, eval_dir, result, rows)
+
+
+def read_eval(project: Project, run: Optional[str] = None) -> EvalResult:
+    """A finished evaluation from disk (for compare and the TUI)."""
+    run_dir = project.run_dir(run)
+    eval_dir = run_dir / "eval"
+    metrics_path = eval_dir / "metrics.json"
+    if not metrics_path.exists():
+        raise StillroomError(f"{run_dir}: run {run_dir.name} has not been evaluated yet",
+                             f"run: stillroom eval {project.root} --run {run_dir.name}")
+    try:
+        result = json.loads(metrics_path.read_text("utf-8"))
+    except (OSError, ValueError):
+        raise StillroomError(f"{metrics_path}: unreadable; evaluate the run again") from None
+    rows = []
+    path = eval_dir / "predictions.jsonl"
+    for number, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                raise StillroomError(f"{path}:{number}: invalid JSON; evaluate the run again") from None
+    return EvalResult(run_dir.name, eval_dir, result, rows)
+
+
+# ---------------------------------------------------------------- report
+
+def fmt_score(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def fmt_pct(value) -> str:
+    return "–" if value is None else f"{value * 100:.0f}%"
+
+
+def gap_line(gap: dict) -> str:
+    if gap.get("value") is None:
+        return f"gap closed: undefined ({gap.get('note') or 'no teacher–base gap'})"
+    text = f"gap closed: {fmt_pct(gap['value'])}"
+    if gap.get("ci_low") is not None:
+        text += f" (95% CI {fmt_pct(gap['ci_low'])} to {fmt_pct(gap['ci_high'])})"
+    return text
+
+
+def verdict(gap: dict) -> str:
+    value, low = gap.get("value"), gap.get("ci_low")
+    if value is None or gap.get("note"):
+        return gap.get("note") or ""
+    if low is not None and low >= 0.8:
+        return "meets the 80% bar with confidence"
+    if value >= 0.8:
+        return "meets the 80% bar, but the interval reaches below it: evaluate on more test rows"
+    return "below the 80% bar: more or better training rows, or more training, should help"
+
+
+def table_columns(result: dict) -> list[str]:
+    task_type = result["task_type"]
+    cols = {"classification": ["accuracy", "macro_f1", "unparseable"],
+            "extraction": ["field_f1", "json_valid", "schema_valid"],
+            "qa": ["exact_match", "token_f1", "rouge_l", "chrf"],
+            "generation": ["rouge_l", "chrf", "token_f1", "exact_match"]}[task_type]
+    head = result["headline"]
+    cols = [head] + [c for c in cols if c != head]
+    if result.get("judge") and "judge" not in cols:
+        cols.append("judge")
+    return cols
+
+
+def _cell(metric: str, value) -> str:
+    if metric in ("unparseable",):
+        return str(value)
+    return fmt_score(value)
+
+
+def _one_line(text: str, width: int = 160) -> str:
+    text = " ".join(str(text).split()).replace("`", "'")     # model text must not break the markdown
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def render_report(result: dict, rows: list[dict], worst: int = 5) -> str:
+    cols = table_columns(result)
+    head = result["headline"]
+    lines = [f"# Evaluation of run {result['run']} — {result['task']}", "",
+             f"{result['n']} held-out examples ({result['test_source']}); headline metric: "
+             f"**{metrics.METRIC_NAMES.get(head, head)}**.", "",
+             "| model | | " + " | ".join(metrics.METRIC_NAMES.get(c, c) for c in cols) + " | s/answer |",
+             "|---|---|" + "---:|" * len(cols) + "---:|"]
+    for key in MODELS:
+        m = result["models"][key]
+        cells = [_cell(c, m.get(c)) for c in cols]
+        cells[0] = f"**{cells[0]}**"
+        lines.append(f"| {TITLES[key]} | {m['name']} ({m['mode']}) | " + " | ".join(cells)
+                     + f" | {m['seconds_per_answer']:.2f} |")
+    gap = result["gap_closed"]
+    lines += ["", f"**{gap_line(gap)}** — {verdict(gap)}", ""]
+    if result["task_type"] == "classification":
+        confusion = result["models"]["tuned"].get("confusion", {})
+        labels = sorted({k for row in confusion.values() for k in row} | set(confusion))
+        if confusion:
+            lines += ["## Tuned student: confusion (rows: reference, columns: answer)", "",
+                      "| reference | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+            for ref in sorted(confusion):
+                lines.append(f"| {ref} | " + " | ".join(str(confusion[ref].get(l, 0)) for l in labels) + " |")
+            lines.append("")
+    ranked = sorted(rows, key=lambda r: (r["outputs"]["tuned"]["score"], -r["outputs"]["teacher"]["score"],
+                                         r["index"]))
+    ranked = [r for r in ranked if r["outputs"]["tuned"]["score"] < 1.0][:worst]
+    if ranked:
+        lines += [f"## Worst examples for the tuned student ({len(ranked)})", ""]
+        for r in ranked:
+            lines.append(f"### #{r['index']}: {_one_line(r['input'], 100)}")
+            lines.append("")
+            lines.append(f"- reference: `{_one_line(r['reference'])}`")
+            for key in MODELS:
+                out = r["outputs"][key]
+                lines.append(f"X")
+            lines.append("")
+    return "\n".join(lines) + "\n"
