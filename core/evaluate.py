@@ -466,6 +466,7 @@ def render_report(result: dict, rows: list[dict], worst: int = 5) -> str:
             lines.append(f"- reference: `{_one_line(r['reference'])}`")
             for key in MODELS:
                 out = r["outputs"][key]
-                lines.append(f"X")
+                answer = _one_line(out["text"]) or "(empty)"
+                lines.append(f"- {TITLES[key]} ({fmt_score(out['score'])}): `{answer}`")
             lines.append("")
     return "\n".join(lines) + "\n"
