@@ -30,7 +30,11 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # ---------------------------------------------------------------- quiet transformers
 
 def quiet_transformers() -> None:
-    """No tqdm bars or info chatter from transformers: the CLI and the TUI draw their own progress."""
+    """No tqdm bars or info chatter from transformers: the CLI and the TUI draw their own progress.
+    Also: nothing is fetched from a model hub (set before huggingface_hub reads its settings)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     import transformers
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

@@ -18,7 +18,7 @@ def tiny(tmp_path_factory):
 
 
 def test_core_student_import_stays_light():
-    code = ("import sys, stillroom.core.student\n"
+    code = ("import sys, stillroom.core.student, stillroom.core.train\n"
             "bad = [m for m in ('torch', 'transformers', 'peft', 'accelerate') if m in sys.modules]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
