@@ -66,18 +66,6 @@ def test_duplicates_of_seeds_and_earlier_rows_rejected(tmp_path):
     assert len(rows) == 20 and all(r["reason"] == "exact-dup" and r["meta"]["dup_of"].startswith("seed:") for r in rows)
 
 
-def _cancel_after(project, n):
-    cancel = threading.Event()
-
-    def watcher():
-        while not cancel.is_set():
-            if project.synthetic_path.exists() and len(project.synthetic_path.read_text().splitlines()) >= n:
-                cancel.set()
-            time.sleep(0.01)
-    threading.Thread(target=watcher, daemon=True).start()
-    return cancel
-
-
 def test_cancel_stops_cleanly_and_resumes(tmp_path):
     project = make_project(tmp_path)
     cancel = threading.Event()

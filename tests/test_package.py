@@ -1,0 +1,65 @@
+"""The package as users get it: light imports, a wheel that holds every subpackage, the CLI's errors."""
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from conftest import REPO, run_cli
+
+HEAVY = ["textual", "rich", "torch", "transformers", "peft", "llama_cpp"]
+
+
+def test_core_imports_no_heavy_or_ui_library():
+    code = ("import sys, stillroom.core, stillroom.core.project, stillroom.core.generate, "
+            "stillroom.core.records, stillroom.core.config, stillroom.core.quality, stillroom.core.prompts; "
+            f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_help_is_fast_and_light():
+    code = ("import sys; from stillroom.tui.cli import build_parser; build_parser(); "
+            "print([m for m in ['torch', 'transformers', 'peft', 'llama_cpp', 'textual'] if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_wheel_contains_every_subpackage(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path), str(REPO)], check=True, capture_output=True)
+    wheel = next(tmp_path.glob("stillroom-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for folder in ("core", "tui", "themes"):
+        for init in (REPO / folder).rglob("__init__.py"):
+            rel = init.relative_to(REPO / folder).parent
+            pkg = "/".join(["stillroom", folder, *rel.parts])
+            assert f"{pkg}/__init__.py" in names, f"{pkg} missing from the wheel: list it in pyproject"
+    assert "stillroom/core/demo/seeds.jsonl" in names
+    assert "stillroom/core/demo/test.jsonl" in names
+
+
+def test_cli_error_is_one_line_exit_2(tmp_path):
+    bad = tmp_path / "p"
+    bad.mkdir()
+    (bad / "stillroom.toml").write_text('[training]\nepochs = "x"\n')
+    result = run_cli("generate", bad, "--count", "3")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "stillroom.toml:2: training.epochs must be a number" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_init_import_export_data_cli(tmp_path):
+    project = tmp_path / "p"
+    assert run_cli("init", project, "--task-type", "qa").returncode == 0
+    csv = tmp_path / "rows.csv"
+    csv.write_text("question,answer\nWhat is 2+2?,4\nCapital of France?,Paris\n")
+    result = run_cli("import", csv, "--into", project, "--input-column", "question", "--output-column", "answer")
+    assert result.returncode == 0, result.stderr
+    assert "imported 2 row(s)" in result.stdout
+    result = run_cli("export-data", project, "--format", "alpaca", "-o", tmp_path / "out.jsonl")
+    assert result.returncode == 0, result.stderr
+    assert '"output": "Paris"' in (tmp_path / "out.jsonl").read_text()
+    again = run_cli("init", project)
+    assert again.returncode == 2 and "already exists" in again.stderr
