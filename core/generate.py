@@ -268,6 +268,7 @@ def _top(counter: Counter) -> str:
 def generate(project: Project, target: int, *, teacher: Optional[TextModel] = None,
              on_event: EventSink = ignore, cancel: Optional[threading.Event] = None) -> GenerationResult:
     """Fill the project's synthetic rows to `target` kept rows. Loads the teacher unless given one."""
+    project.seeds(), project.tests()     # bad example files fail here, before a slow model load
     own = teacher is None
     if own:
         from .backends import load_teacher

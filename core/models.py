@@ -129,7 +129,11 @@ def resolve(ref: str, *, project_dir: Path | None = None, check: bool = True) ->
         return ModelRef(ref, "openai", url, url=url.rstrip("/"))
     path = Path(os.path.expanduser(ref))
     if not path.is_absolute() and project_dir is not None:
-        path = project_dir / path
+        # A relative path stays inside the project; anything else must be written as an absolute path.
+        path = (Path(project_dir) / path).resolve()
+        if not path.is_relative_to(Path(project_dir).resolve()):
+            raise ModelError(f"{ref!r} points outside the project folder",
+                             "write the model's absolute path if you mean it")
     if not path.exists():
         raise ModelError(f"{path}: model not found",
                          "use bundled:gemma-3-270m, bundled:smollm2-135m-instruct, a .gguf file or a "
