@@ -1,0 +1,101 @@
+"""stillroom eval PATH [--run RUN]: teacher, base student and tuned student on the held-out rows."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from stillroom.tui.commands.common import console, fmt_seconds, stop_on_ctrl_c
+
+NAME = "eval"
+HELP = ("score the teacher, the base student and the tuned student on the held-out test rows; writes "
+        "runs/<run-id>/eval/ (predictions, metrics, report) and prints the gap closed")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("path", type=Path, help="project folder")
+    parser.add_argument("--run", default=None, help="run id (default: the latest run)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N",
+                        help="evaluate only the first N test rows (default: evaluation.max_examples, 0 = all)")
+    parser.add_argument("--judge", action="store_true", default=None,
+                        help="also let the teacher grade every answer against the reference")
+
+
+def run(args) -> int:
+    from stillroom.core.errors import Cancelled
+    from stillroom.core.project import Project
+    project = Project.open(args.path)
+    if args.limit is not None and args.limit < 1:
+        from stillroom.core.errors import StillroomError
+        raise StillroomError(f"--limit must be at least 1, got {args.limit}")
+    with project.lock("stillroom eval"), stop_on_ctrl_c() as cancel:
+        try:
+            result = run_with_progress(project, args.run, cancel, limit=args.limit, judge=args.judge)
+        except Cancelled:
+            console(stderr=True).print("evaluation stopped; nothing written")
+            return 130
+    print_result(result)
+    return 0
+
+
+def run_with_progress(project, run, cancel, *, limit=None, judge=None):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from stillroom.core import events
+    from stillroom.core.evaluate import TITLES, evaluate
+
+    out = console(stderr=True)
+    with Progress(TextColumn("[bold]{task.description:<14}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=out) as bar:
+        tasks = {}
+        status = bar.add_task("eval", total=None, info="")
+
+        def on_event(event):
+            if isinstance(event, events.EvalProgress):
+                if event.model not in tasks:
+                    tasks[event.model] = bar.add_task(TITLES.get(event.model, event.model), total=event.total,
+                                                      info="")
+                bar.update(tasks[event.model], completed=event.done, total=event.total)
+            elif isinstance(event, events.Status):
+                bar.update(status, info=event.message)
+
+        result = evaluate(project, run, on_event=on_event, cancel=cancel, limit=limit, judge=judge)
+        bar.update(status, info="done", total=1, completed=1)
+    return result
+
+
+def print_result(result) -> None:
+    from rich.table import Table
+    from rich.text import Text
+    from stillroom.core import metrics
+    from stillroom.core.evaluate import MODELS, TITLES, fmt_pct, table_columns, verdict
+
+    m = result.metrics
+    cols = table_columns(m)
+    table = Table(title=f"run {m['run']} · {m['n']} test rows ({m['test_source']}) · {m['task_type']}",
+                  title_justify="left")
+    table.add_column("model")
+    table.add_column("name", style="dim")
+    for c in cols:
+        table.add_column(metrics.METRIC_NAMES.get(c, c), justify="right",
+                         style="bold" if c == m["headline"] else None)
+    table.add_column("s/answer", justify="right", style="dim")
+    for key in MODELS:
+        row = m["models"][key]
+        cells = [str(row.get(c)) if c == "unparseable" else f"{row.get(c, 0):.3f}" for c in cols]
+        table.add_row(TITLES[key], Text(f"{row['name']} ({row['mode']})"), *cells,
+                      f"{row['seconds_per_answer']:.2f}")
+    gap = m["gap_closed"]
+    if gap["value"] is None:
+        value = "undefined"
+    elif gap["ci_low"] is not None:
+        value = f"{fmt_pct(gap['value'])} [{fmt_pct(gap['ci_low'])}, {fmt_pct(gap['ci_high'])}]"
+    else:
+        value = fmt_pct(gap["value"])
+    table.add_section()
+    table.add_row("gap closed", "95% CI" if gap.get("ci_low") is not None else "", value,
+                  *[""] * len(cols))
+    out = console()
+    out.print(table)
+    line = verdict(gap)
+    if line:
+        out.print(line)
+    out.print(f"wrote {result.eval_dir}/ (predictions.jsonl, metrics.json, report.md) in "
+              f"{fmt_seconds(m.get('seconds'))}")
