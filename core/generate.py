@@ -37,6 +37,33 @@ class GenerationResult:
     teacher_seconds: float = 0.0
 
 
+def usable_seeds(project: Project) -> list[dict]:
+    """The seeds the teacher learns from, or a clear error when they cannot teach the task."""
+    config = project.config
+    seeds = project.seeds()
+    minimum = 2 if config.task.type == "classification" else 1
+    if len(seeds) < minimum:
+        raise StillroomError(f"{project.seeds_path}: {len(seeds)} usable seed example(s); the "
+                             f"teacher needs at least {minimum} to learn the task from",
+                             "add seed examples first")
+    if config.task.type == "classification":
+        unknown = sorted({records.answer_text(r) for r in seeds} - set(config.task.labels))
+        if unknown:
+            raise StillroomError(f"{project.seeds_path}: seed answer(s) {', '.join(map(repr, unknown))} "
+                                 f"are not in task.labels ({', '.join(config.task.labels)})")
+    return seeds
+
+
+def check_ready(project: Project, target: int) -> None:
+    """Everything that can be checked before the (slow) teacher loads: count, example files, model."""
+    from .models import resolve
+    if target < 1:
+        raise StillroomError(f"--count must be at least 1, got {target}")
+    usable_seeds(project)
+    project.tests()
+    resolve(project.config.teacher.model, project_dir=project.root)
+
+
 class Generator:
     """Holds what one generation run needs: project, teacher, prompter, dedup index, counters."""
 
@@ -49,17 +76,7 @@ class Generator:
         self.cancel = cancel or threading.Event()
         self.mode = choose_mode(teacher, self.config.teacher.mode)
         self.prompter = Prompter(self.config.task, self.mode)
-        self.seeds = project.seeds()
-        minimum = 2 if self.config.task.type == "classification" else 1
-        if len(self.seeds) < minimum:
-            raise StillroomError(f"{project.seeds_path}: {len(self.seeds)} usable seed example(s); the "
-                                 f"teacher needs at least {minimum} to learn the task from",
-                                 "add seed examples first")
-        if self.config.task.type == "classification":
-            unknown = sorted({records.answer_text(r) for r in self.seeds} - set(self.config.task.labels))
-            if unknown:
-                raise StillroomError(f"{project.seeds_path}: seed answer(s) {', '.join(map(repr, unknown))} "
-                                     f"are not in task.labels ({', '.join(self.config.task.labels)})")
+        self.seeds = usable_seeds(project)
         self.teacher_tokens = 0
         self.teacher_seconds = 0.0
         self.scorer = None
@@ -268,7 +285,6 @@ def _top(counter: Counter) -> str:
 def generate(project: Project, target: int, *, teacher: Optional[TextModel] = None,
              on_event: EventSink = ignore, cancel: Optional[threading.Event] = None) -> GenerationResult:
     """Fill the project's synthetic rows to `target` kept rows. Loads the teacher unless given one."""
-    project.seeds(), project.tests()     # bad example files fail here, before a slow model load
     own = teacher is None
     if own:
         from .backends import load_teacher

@@ -1,4 +1,16 @@
-"""In-process llama.cpp (llama-cpp-python) for any GGUF file."""
+"""In-process llama.cpp (llama-cpp-python) for any GGUF file.
+
+Two decoding paths share one set of memory-mapped weights:
+
+* the single path (`complete`, `chat`) drives llama-cpp-python's high-level `Llama`, one sequence at a
+  time, with its prompt cache;
+* the batched path (`complete_batch`, `chat_batch`, and `complete`/`chat` when `parallel` > 1) runs a
+  continuous-batching engine over llama.cpp's low-level API: a second context with one KV sequence per
+  slot, every step one `llama_decode` over all live sequences (new prompts' tokens and the last sampled
+  token of each running one), per-sequence sampler chains built with the same settings as the single
+  path, stop strings, per-sequence max tokens and cancel. A new request takes the free slot whose cached
+  tokens share the longest prefix with its prompt, so a stable few-shot header is decoded once per slot.
+"""
 from __future__ import annotations
 
 import os
@@ -15,17 +27,31 @@ from .base import Completion, SamplingParams, TokenCallback
 _BASE_NAME = re.compile(r"(^|[-_ ])(base|pt)([-_ .]|$)", re.I)
 
 
+_quiet = None
+
+
+def _silence_llama_log() -> None:
+    """llama.cpp logs to stderr even with verbose=False (e.g. the SWA cache notice); drop its log."""
+    global _quiet
+    if _quiet is None:
+        import llama_cpp
+        _quiet = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
+        llama_cpp.llama_log_set(_quiet, None)
+
+
 class LlamaCppModel:
     """A GGUF model loaded once; chat when it has a chat template, completion always."""
 
     def __init__(self, path: Path, *, name: str = "", n_ctx: int = 2048, n_threads: int = 0,
-                 n_gpu_layers: int = 0, is_base: Optional[bool] = None, seed: int = 0):
+                 n_gpu_layers: int = 0, is_base: Optional[bool] = None, seed: int = 0,
+                 parallel: int = 1):
         path = Path(path)
         check_gguf(path)
         try:
             from llama_cpp import Llama
         except ImportError:
             raise ModelError("llama-cpp-python is not installed", "pip install llama-cpp-python") from None
+        _silence_llama_log()
         try:
             self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
                              n_gpu_layers=n_gpu_layers, seed=seed, verbose=False)
@@ -47,10 +73,21 @@ class LlamaCppModel:
         self.n_gpu_layers = n_gpu_layers
         self._scorer = None
         self._lock = threading.Lock()    # one decode at a time per loaded model
+        self._score_lock = threading.Lock()
+        self.parallel = max(1, int(parallel))   # sequences decoded together by the batched path
+        self._engine: Optional[_BatchEngine] = None
+        self._engine_lock = threading.Lock()
+
+    @property
+    def max_concurrency(self) -> int:
+        """How many requests callers should keep in flight (the batched engine's slots)."""
+        return self.parallel
 
     # ------------------------------------------------------------------ protocol
     def complete(self, prompt: str, params: SamplingParams, on_token: Optional[TokenCallback] = None,
                  cancel: Optional[threading.Event] = None) -> Completion:
+        if self.parallel > 1 and not params.top_logprobs:
+            return self._submit(self._prompt_tokens(prompt), params, on_token, cancel).wait()
         prompt_tokens = len(self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
         self._check_context(prompt_tokens, params)
         kwargs = self._kwargs(params)
@@ -63,6 +100,9 @@ class LlamaCppModel:
              cancel: Optional[threading.Event] = None) -> Completion:
         if not self.supports_chat:
             raise ModelError(f"{self.path}: the model has no chat template; use completion mode")
+        if self.parallel > 1:
+            tokens, params = self._chat_tokens(messages, params)
+            return self._submit(tokens, params, on_token, cancel).wait()
         kwargs = self._kwargs(params)
         kwargs.pop("logprobs", None)
         with self._lock:
@@ -76,7 +116,7 @@ class LlamaCppModel:
         cached there while the main context writes new inputs: scoring a label costs a few tokens.
         """
         import numpy as np
-        with self._lock:
+        with self._score_lock:
             scorer = self._scorer_llm()
             base = scorer.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
             scores = []
@@ -113,7 +153,86 @@ class LlamaCppModel:
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
+    # ------------------------------------------------------------------ batched path
+    def complete_batch(self, prompts: Sequence[str], params, cancel: Optional[threading.Event] = None,
+                       on_token=None) -> list[Completion]:
+        """Complete several prompts decoded together; one Completion per prompt, in order.
+
+        `params` is one SamplingParams for all, or one per prompt (per-sequence max tokens, stops,
+        seeds). `on_token(i, piece)`, when given, streams prompt i's text. Greedy outputs equal the
+        single path's, sequence by sequence.
+        """
+        params_list = self._per_prompt(params, len(prompts))
+        requests = [self._submit(self._prompt_tokens(p), sp, _bind(on_token, i), cancel)
+                    for i, (p, sp) in enumerate(zip(prompts, params_list))]
+        return [r.wait() for r in requests]
+
+    def chat_batch(self, conversations: Sequence[Sequence[dict]], params,
+                   cancel: Optional[threading.Event] = None, on_token=None) -> list[Completion]:
+        """Answer several chats decoded together (see complete_batch)."""
+        if not self.supports_chat:
+            raise ModelError(f"{self.path}: the model has no chat template; use completion mode")
+        params_list = self._per_prompt(params, len(conversations))
+        requests = []
+        for i, (messages, sp) in enumerate(zip(conversations, params_list)):
+            tokens, sp = self._chat_tokens(messages, sp)
+            requests.append(self._submit(tokens, sp, _bind(on_token, i), cancel))
+        return [r.wait() for r in requests]
+
+    @staticmethod
+    def _per_prompt(params, n: int) -> list:
+        if isinstance(params, SamplingParams):
+            return [params] * n
+        params = list(params)
+        if len(params) != n:
+            raise ValueError(f"{len(params)} sampling settings for {n} prompts")
+        return params
+
+    def _prompt_tokens(self, prompt: str) -> list[int]:
+        return self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+
+    def _chat_tokens(self, messages: Sequence[dict], params: SamplingParams):
+        """The chat template applied exactly as llama-cpp-python's chat handler applies it."""
+        from llama_cpp import llama_chat_format
+        if getattr(self, "_formatter", None) is None:
+            model = self.llm._model
+            eos_id, bos_id = self.llm.token_eos(), self.llm.token_bos()
+            self._formatter = llama_chat_format.Jinja2ChatFormatter(
+                template=self.chat_template,
+                eos_token=model.token_get_text(eos_id) if eos_id != -1 else "",
+                bos_token=model.token_get_text(bos_id) if bos_id != -1 else "",
+                stop_token_ids=[eos_id])
+        result = self._formatter(messages=list(messages))
+        tokens = self.llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special,
+                                   special=True)
+        extra = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
+        params = SamplingParams(**{**params.__dict__, "stop": tuple(params.stop) + tuple(extra)})
+        return tokens, params
+
+    def _submit(self, tokens: list[int], params: SamplingParams, on_token, cancel) -> "_Request":
+        self._check_context(len(tokens), params)
+        with self._engine_lock:
+            if self._engine is None:
+                if self.llm is None:
+                    raise ModelError(f"{self.name}: the model is closed")
+                self._engine = _BatchEngine(self, max(self.parallel, 1))
+            engine = self._engine
+        return engine.submit(tokens, params, on_token, cancel)
+
+    def start_batching(self, slots: int) -> None:
+        """Size the batched engine for `slots` sequences at once (restarts it when idle)."""
+        slots = max(1, int(slots))
+        with self._engine_lock:
+            self.parallel = max(self.parallel, slots) if self.parallel > 1 else slots
+            if self._engine is not None and self._engine.n_slots < slots:
+                self._engine.close()
+                self._engine = None
+
     def close(self) -> None:
+        with self._engine_lock:
+            if self._engine is not None:
+                self._engine.close()
+                self._engine = None
         for attr in ("llm", "_scorer"):
             llm = getattr(self, attr, None)
             if llm is not None:
@@ -173,3 +292,286 @@ class LlamaCppModel:
         return Completion(text="".join(pieces), finish_reason=finish, prompt_tokens=prompt_tokens,
                           completion_tokens=count, seconds=time.perf_counter() - start,
                           first_token_seconds=first, top_logprobs=logprobs or None)
+
+
+def _bind(on_token, i):
+    if on_token is None:
+        return None
+    return lambda piece: on_token(i, piece)
+
+
+class _Request:
+    def __init__(self, tokens: list[int], params: SamplingParams, on_token, cancel):
+        self.tokens = tokens
+        self.params = params
+        self.on_token = on_token
+        self.cancel = cancel
+        self.done = threading.Event()
+        self.result: Optional[Completion] = None
+        self.error: Optional[BaseException] = None
+        self.submitted = time.perf_counter()
+
+    def wait(self) -> Completion:
+        while not self.done.wait(0.5):
+            pass
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class _Slot:
+    def __init__(self, seq_id: int):
+        self.seq_id = seq_id
+        self.cached: list[int] = []        # tokens whose KV entries this sequence holds
+        self.request: Optional[_Request] = None
+        self.todo: list[int] = []          # prompt tokens still to decode
+        self.sampler = None
+        self.generated: list[int] = []
+        self.sent = 0                      # characters already streamed
+        self.first: Optional[float] = None
+        self.started = 0.0
+
+
+class _BatchEngine:
+    """Continuous batching over llama.cpp's low-level API (see the module docstring).
+
+    One daemon thread owns the context; callers submit requests and wait on them. The loop sleeps when
+    there is nothing to do and exits when closed.
+    """
+
+    def __init__(self, model: LlamaCppModel, n_slots: int, n_batch: int = 512):
+        import llama_cpp as lc
+        self.lc = lc
+        self.model = model
+        self.n_slots = n_slots
+        self.n_batch = max(n_batch, n_slots)
+        params = lc.llama_context_default_params()
+        params.n_ctx = model.n_ctx * n_slots
+        params.n_batch = self.n_batch
+        params.n_ubatch = self.n_batch
+        params.n_seq_max = n_slots
+        params.n_threads = model.n_threads
+        params.n_threads_batch = model.n_threads
+        params.no_perf = True
+        self.ctx = lc.llama_init_from_model(model.llm.model, params)
+        if not self.ctx:
+            raise ModelError(f"{model.name}: llama.cpp could not create a context for {n_slots} sequences",
+                             "lower teacher.max_in_flight or teacher.n_ctx")
+        self.mem = lc.llama_get_memory(self.ctx)
+        self.vocab = lc.llama_model_get_vocab(model.llm.model)
+        self.batch = lc.llama_batch_init(self.n_batch, 0, 1)
+        self.slots = [_Slot(i) for i in range(n_slots)]
+        self.queue: list[_Request] = []
+        self.cond = threading.Condition()
+        self.closed = False
+        self.thread = threading.Thread(target=self._loop, name=f"llama-batch-{model.name}", daemon=True)
+        self.thread.start()
+
+    # ------------------------------------------------------------ API
+    def submit(self, tokens, params, on_token, cancel) -> _Request:
+        request = _Request(list(tokens), params, on_token, cancel)
+        with self.cond:
+            if self.closed:
+                raise ModelError(f"{self.model.name}: the model is closed")
+            self.queue.append(request)
+            self.cond.notify()
+        return request
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify()
+        self.thread.join(timeout=30)
+        if not self.thread.is_alive():
+            lc = self.lc
+            for slot in self.slots:
+                self._free_sampler(slot)
+            lc.llama_batch_free(self.batch)
+            lc.llama_free(self.ctx)
+
+    # ------------------------------------------------------------ loop
+    def _loop(self) -> None:
+        try:
+            while True:
+                with self.cond:
+                    while not self.closed and not self.queue and not any(s.request for s in self.slots):
+                        self.cond.wait(1.0)
+                    if self.closed:
+                        break
+                    self._admit()
+                self._step()
+        except BaseException as exc:   # fail every waiting caller rather than hang them
+            error = exc if isinstance(exc, ModelError) else ModelError(f"{self.model.name}: batched "
+                                                                        f"decoding failed: {exc}")
+            with self.cond:
+                self.closed = True
+                pending = self.queue + [s.request for s in self.slots if s.request]
+                self.queue = []
+            for request in pending:
+                request.error = error
+                request.done.set()
+            return
+        with self.cond:
+            pending = self.queue + [s.request for s in self.slots if s.request]
+            self.queue = []
+        for request in pending:
+            request.error = ModelError(f"{self.model.name}: the model was closed during generation")
+            request.done.set()
+
+    def _admit(self) -> None:
+        """Move queued requests into free slots, each into the one sharing the longest cached prefix."""
+        while self.queue:
+            free = [s for s in self.slots if s.request is None]
+            if not free:
+                return
+            request = self.queue.pop(0)
+            if request.cancel is not None and request.cancel.is_set():
+                self._resolve(request, Completion("", "cancelled", len(request.tokens), 0, 0.0))
+                continue
+            best, keep = free[0], -1
+            for slot in free:
+                shared = _common_prefix(slot.cached, request.tokens)
+                if shared > keep:
+                    best, keep = slot, shared
+            keep = min(keep, len(request.tokens) - 1)   # re-decode at least one token for fresh logits
+            self.lc.llama_memory_seq_rm(self.mem, best.seq_id, keep, -1)
+            best.cached = request.tokens[:keep]
+            best.todo = request.tokens[keep:]
+            best.request = request
+            best.generated = []
+            best.sent = 0
+            best.first = None
+            best.started = time.perf_counter()
+            self._free_sampler(best)
+            best.sampler = self._sampler(request.params)
+
+    def _sampler(self, params: SamplingParams):
+        """The chain llama-cpp-python's Llama builds for the same settings (see Llama._init_sampler)."""
+        lc = self.lc
+        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_penalties(64, 1.0, 0.0, 0.0))
+        if params.temperature <= 0:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
+        else:
+            seed = params.seed if params.seed is not None else lc.LLAMA_DEFAULT_SEED
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_k(40))
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_typical(1.0, 1))
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(params.top_p, 1))
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_min_p(0.05, 1))
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(params.temperature))
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return chain
+
+    def _free_sampler(self, slot: _Slot) -> None:
+        if slot.sampler is not None:
+            self.lc.llama_sampler_free(slot.sampler)
+            slot.sampler = None
+
+    def _step(self) -> None:
+        lc = self.lc
+        batch = self.batch
+        batch.n_tokens = 0
+        sample_at: list[tuple[_Slot, int]] = []
+        live = [s for s in self.slots if s.request is not None]
+        for slot in live:
+            request = slot.request
+            if request.cancel is not None and request.cancel.is_set():
+                self._finish(slot, "cancelled")
+        live = [s for s in self.slots if s.request is not None]
+        # Running sequences first (one token each), then prompt chunks in the room left.
+        for slot in sorted(live, key=lambda s: bool(s.todo)):
+            room = self.n_batch - batch.n_tokens
+            if room <= 0:
+                break
+            if slot.todo:
+                chunk, slot.todo = slot.todo[:room], slot.todo[room:]
+                wants_logits = not slot.todo
+            else:
+                chunk, wants_logits = [slot.generated[-1]], True
+            for j, token in enumerate(chunk):
+                k = batch.n_tokens
+                batch.token[k] = token
+                batch.pos[k] = len(slot.cached) + j
+                batch.n_seq_id[k] = 1
+                batch.seq_id[k][0] = slot.seq_id
+                batch.logits[k] = wants_logits and j == len(chunk) - 1
+                batch.n_tokens += 1
+            slot.cached.extend(chunk)
+            if wants_logits:
+                sample_at.append((slot, batch.n_tokens - 1))
+        if batch.n_tokens == 0:
+            return
+        code = lc.llama_decode(self.ctx, batch)
+        if code != 0:
+            raise ModelError(f"{self.model.name}: llama_decode failed with code {code}",
+                             "lower teacher.max_in_flight or teacher.n_ctx")
+        for slot, index in sample_at:
+            token = lc.llama_sampler_sample(slot.sampler, self.ctx, index)
+            self._advance(slot, token)
+
+    def _advance(self, slot: _Slot, token: int) -> None:
+        request = slot.request
+        if slot.first is None:
+            slot.first = time.perf_counter() - slot.started
+        if self.lc.llama_vocab_is_eog(self.vocab, token):
+            self._finish(slot, "stop")
+            return
+        slot.generated.append(token)
+        text = self._text(slot)
+        stops = [s for s in request.params.stop if s]
+        cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self._stream(slot, text[:cut], final=True)
+            self._finish(slot, "stop", text[:cut])
+            return
+        if len(slot.generated) >= request.params.max_tokens:
+            self._stream(slot, text, final=True)
+            self._finish(slot, "length", text)
+            return
+        self._stream(slot, text, final=False, stops=stops)
+
+    def _text(self, slot: _Slot) -> str:
+        raw = self.model.llm.detokenize(slot.generated, prev_tokens=slot.request.tokens)
+        return raw.decode("utf-8", errors="ignore")
+
+    def _stream(self, slot: _Slot, text: str, final: bool, stops=()) -> None:
+        on_token = slot.request.on_token
+        if on_token is None:
+            return
+        safe = len(text)
+        if not final:
+            # Hold back a tail that may be the start of a stop string.
+            for stop in stops:
+                for n in range(min(len(stop) - 1, len(text)), 0, -1):
+                    if text.endswith(stop[:n]):
+                        safe = min(safe, len(text) - n)
+                        break
+        if safe > slot.sent:
+            on_token(text[slot.sent:safe])
+            slot.sent = safe
+
+    def _finish(self, slot: _Slot, reason: str, text: Optional[str] = None) -> None:
+        request = slot.request
+        if text is None:
+            text = self._text(slot) if slot.generated else ""
+            if reason != "cancelled":
+                self._stream(slot, text, final=True)
+        completion = Completion(text=text, finish_reason=reason, prompt_tokens=len(request.tokens),
+                                completion_tokens=len(slot.generated),
+                                seconds=time.perf_counter() - slot.started, first_token_seconds=slot.first)
+        slot.request = None
+        self._free_sampler(slot)
+        self._resolve(request, completion)
+
+    @staticmethod
+    def _resolve(request: _Request, completion: Completion) -> None:
+        request.result = completion
+        request.done.set()
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i

@@ -15,8 +15,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from stillroom.core.generate import check_ready
     from stillroom.core.project import Project
     project = Project.open(args.path)
+    check_ready(project, args.count)
     with project.lock("stillroom generate"), stop_on_ctrl_c() as cancel:
         result = run_with_progress(project, args.count, cancel)
     out = console()
