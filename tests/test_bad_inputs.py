@@ -53,7 +53,7 @@ JSONL_CASES = {
     "wrong_role_order.jsonl": "wrong_role_order.jsonl:2: expected a user message first",
     "empty_content.jsonl": "empty_content.jsonl:2: messages[0] (user) has empty content",
     "number_content.jsonl": "number_content.jsonl:2: messages[1].content must be a string, got int",
-    "not_an_object.jsonl": "not_an_object.jsonl:2: expected a JSON object, got list",
+    "not_an_object.jsonl": "not_an_object.jsonl:2: expected a JSON object",
     "binary_garbage.jsonl": "binary_garbage.jsonl:1: binary data, expected UTF-8 JSON lines",
     "non_utf8.jsonl": "non_utf8.jsonl:2: not UTF-8",
     "alpaca_missing_output.jsonl": "alpaca_missing_output.jsonl:1: Alpaca row is missing \"output\"",

@@ -103,26 +103,40 @@ generate(Project.open({root!r}), {target}, teacher=FakeTeacher(delay=0.01, disag
 """
 
 
-def test_sigkill_during_generation_then_rerun_reaches_exactly_n(tmp_path):
-    project = make_project(tmp_path)
-    target = 80
-    script = KILL_SCRIPT.format(tests=os.path.dirname(__file__), root=str(project.root), target=target)
-    import random
-    rng = random.Random(3)
-    for _ in range(8):
-        delay = rng.uniform(0.7, 1.4)
+def _lines(path):
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def kill_mid_run(script, path, rng, *, rounds, grow=1):
+    """Start the script, wait until it has appended `grow` more lines, let it run a random moment
+    longer, SIGKILL it. Returns how many kills landed before the run finished on its own."""
+    landed = 0
+    for _ in range(rounds):
         proc = subprocess.Popen([sys.executable, "-c", script])
-        time.sleep(delay)
+        start = _lines(path)
+        deadline = time.time() + 60
+        while _lines(path) < start + grow and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.25))
+        if proc.poll() is not None:
+            break
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        # leave a torn line sometimes, as a kill mid-write would
-        with open(project.synthetic_path, "a") as handle:
-            handle.write('{"id": "syn-torn", "status": "kep')
-    from stillroom.core.fsio import repair_torn_tail
-    repair_torn_tail(project.synthetic_path)
-    before = sum(1 for r in project.synthetic() if r["status"] == "kept")
-    assert 0 < before < target, before      # the kills really landed mid-run
-    done = subprocess.run([sys.executable, "-c", script], timeout=120)
+        landed += 1
+        if rng.random() < 0.5:      # as a kill in the middle of a write would
+            with open(path, "a") as handle:
+                handle.write('{"id": "syn-torn", "status": "kep')
+    return landed
+
+
+def test_sigkill_during_generation_then_rerun_reaches_exactly_n(tmp_path):
+    import random
+    project = make_project(tmp_path)
+    target = 60
+    script = KILL_SCRIPT.format(tests=os.path.dirname(__file__), root=str(project.root), target=target)
+    landed = kill_mid_run(script, project.synthetic_path, random.Random(3), rounds=6, grow=3)
+    assert landed >= 3
+    done = subprocess.run([sys.executable, "-c", script], timeout=300)
     assert done.returncode == 0
     lines = project.synthetic_path.read_text().splitlines()
     rows = [json.loads(line) for line in lines]          # no torn line survives
