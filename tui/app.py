@@ -1,0 +1,407 @@
+"""The Stillroom workbench: one App, its screens, and the generation worker they share.
+
+`make_app` is the only way in, for the CLI and the tests alike. Nothing heavy is imported here:
+torch, transformers and llama_cpp are loaded inside workers when a job first needs them.
+"""
+from __future__ import annotations
+
+import importlib
+import threading
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import ModalScreen, Screen
+from textual.worker import Worker, WorkerState
+
+from stillroom.core.errors import StillroomError
+from stillroom.core.project import Project
+from stillroom.tui import messages as msg
+from stillroom.tui import settings
+
+TeacherFactory = Callable[[Project], object]
+
+
+@dataclass(frozen=True)
+class ScreenSpec:
+    """One workbench screen: the key that shows it, its mode name, title and where its class lives.
+
+    `factory` is "module:Class"; None shows a placeholder. The Train, Compare and Chat screens plug in
+    here by naming their class (e.g. "stillroom.tui.screens.train:TrainScreen").
+    """
+    key: str
+    mode: str
+    title: str
+    factory: Optional[str]
+    hint: str = ""
+
+
+SCREENS: list[ScreenSpec] = [
+    ScreenSpec("1", "task", "Task", "stillroom.tui.screens.task:TaskScreen"),
+    ScreenSpec("2", "generate", "Generate", "stillroom.tui.screens.generate:GenerateScreen"),
+    ScreenSpec("3", "review", "Review", "stillroom.tui.screens.review:ReviewScreen"),
+    ScreenSpec("4", "train", "Train", "stillroom.tui.screens.train:TrainScreen"),
+    ScreenSpec("5", "compare", "Compare", "stillroom.tui.screens.compare:CompareScreen"),
+    ScreenSpec("6", "chat", "Chat", "stillroom.tui.screens.chat:ChatScreen"),
+]
+PROJECTS = ScreenSpec("0", "projects", "Projects", "stillroom.tui.screens.projects:ProjectsScreen")
+
+
+def load_class(factory: str):
+    module, _, name = factory.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def default_teacher_factory(project: Project):
+    from stillroom.core.backends import load_teacher
+    return load_teacher(project)
+
+
+class StillroomApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "Stillroom"
+    ENABLE_COMMAND_PALETTE = True
+    BINDINGS = [
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("0", "goto('projects')", "Projects", show=False),
+        *[Binding(spec.key, f"goto('{spec.mode}')", spec.title, show=False) for spec in SCREENS],
+    ]
+
+    def __init__(self, path: Path | None = None, *, teacher_factory: TeacherFactory | None = None) -> None:
+        super().__init__()
+        self.start_path = Path(path) if path else None
+        self.teacher_factory = teacher_factory or default_teacher_factory
+        self.project: Project | None = None
+        self.lock = None
+        self.screens_by_mode: dict[str, Screen] = {}
+        self.job = ""
+        self._teacher = None
+        self._gen_worker: Worker | None = None
+        self._gen_cancel: threading.Event | None = None
+        self._gen_unload = False
+
+    # ------------------------------------------------------------------ start
+    def on_mount(self) -> None:
+        from stillroom.themes import DEFAULT_THEME, THEMES
+        for theme in THEMES:
+            self.register_theme(theme)
+        wanted = settings.theme()
+        self.theme = wanted if wanted in self.available_themes else DEFAULT_THEME
+        self.theme_changed_signal.subscribe(self, lambda theme: settings.set_theme(theme.name))
+        self._add_mode(PROJECTS)
+        self.switch_mode("projects")
+        if self.start_path is not None:
+            self.call_after_refresh(self.open_project, self.start_path)
+
+    def make_header(self, mode: str):
+        from stillroom.tui.widgets.header import WorkbenchHeader
+        header = WorkbenchHeader([(PROJECTS.key, PROJECTS.mode, PROJECTS.title)] +
+                                 [(s.key, s.mode, s.title) for s in SCREENS])
+        header.active = mode
+        header.job = self.job
+        if self.project is not None:
+            header.project_name = self.project.name
+            header.models = self.models_line()
+        return header
+
+    def models_line(self) -> str:
+        from stillroom.core.models import resolve
+        config = self.project.config
+
+        def show(ref: str) -> str:
+            try:
+                return resolve(ref, project_dir=self.project.root, check=False).display
+            except StillroomError:
+                return ref
+        return f"teacher {show(config.teacher.model)} → student {show(config.student.model)}"
+
+    def refresh_headers(self) -> None:
+        from stillroom.tui.widgets.header import WorkbenchHeader
+        for screen in self.screens_by_mode.values():
+            for header in screen.query(WorkbenchHeader):
+                header.job = self.job
+                header.project_name = self.project.name if self.project else ""
+                header.models = self.models_line() if self.project else ""
+
+    def _add_mode(self, spec: ScreenSpec) -> None:
+        def build() -> Screen:
+            if spec.factory is None:
+                from stillroom.tui.screens.base import PlaceholderScreen
+                screen = PlaceholderScreen(spec.mode, spec.title, spec.hint)
+            else:
+                screen = load_class(spec.factory)()
+            self.screens_by_mode[spec.mode] = screen
+            return screen
+        self.add_mode(spec.mode, build)
+
+    def screen_for(self, mode: str) -> Screen | None:
+        return self.screens_by_mode.get(mode)
+
+    # ------------------------------------------------------------------ projects
+    async def open_project(self, path: Path, *, create: str | None = None, demo: bool = False) -> bool:
+        """Open (or create) a project and show its Task screen. Errors arrive as a dialog."""
+        path = Path(path).expanduser()
+        if self.project is not None and self.project.root.resolve() == path.resolve():
+            self.switch_mode("task")
+            return True
+        try:
+            if create is not None or demo:
+                project = Project.create(path, create or "classification", demo=demo)
+            else:
+                project = Project.open(path)
+            lock = project.lock("stillroom workbench").acquire()
+        except StillroomError as error:
+            self.show_error(error, "Could not open the project")
+            return False
+        if not await self.close_project():
+            lock.release()
+            return False
+        self.project, self.lock = project, lock
+        settings.remember_project(project.root, project.name)
+        for spec in SCREENS:
+            self._add_mode(spec)
+        self.refresh_headers()
+        await self.switch_mode("task")
+        return True
+
+    async def close_project(self) -> bool:
+        """Stop generation, save every pending edit, release the lock. False if the user said no."""
+        if self.project is None:
+            return True
+        await self.stop_generation_and_wait()
+        for spec in SCREENS:
+            screen = self.screens_by_mode.get(spec.mode)
+            if screen is not None:
+                screen.flush()
+        if self.current_mode != "projects":
+            await self.switch_mode("projects")
+        for spec in SCREENS:
+            self.screens_by_mode.pop(spec.mode, None)
+            await self.remove_mode(spec.mode)
+        self._unload_teacher()
+        if self.lock is not None:
+            self.lock.release()
+        self.project, self.lock = None, None
+        self.refresh_headers()
+        return True
+
+    def notify_project_changed(self, what: str, source: Screen | None = None) -> None:
+        for screen in list(self.screens_by_mode.values()):
+            if screen is not source and hasattr(screen, "on_project_changed"):
+                screen.on_project_changed(what)
+        if what == "config":
+            self.refresh_headers()
+
+    # ------------------------------------------------------------------ navigation
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "goto" and isinstance(self.screen, ModalScreen):
+            return False
+        return True
+
+    async def action_goto(self, mode: str) -> None:
+        if mode not in self._modes:
+            self.notify("Open or create a project first.", severity="warning")
+            return
+        if isinstance(self.screen, ModalScreen):
+            return
+        await self.switch_mode(mode)
+
+    def action_help(self) -> None:
+        from stillroom.tui.dialogs.help import HelpDialog
+        if isinstance(self.screen, ModalScreen):
+            return
+        sections = [("Everywhere", list(self.BINDINGS) +
+                     [Binding("ctrl+p", "command_palette", "Command palette: every screen and action")])]
+        for spec in [PROJECTS] + SCREENS:
+            if spec.factory is None:
+                continue
+            cls = load_class(spec.factory)
+            sections.append((f"{spec.key} {spec.title}", list(getattr(cls, "BINDINGS", []))))
+        from stillroom.tui.widgets.row_table import RowTable
+        sections.append(("Review table", RowTable.BINDINGS + [Binding("space", "", "Select / unselect row")]))
+        self.push_screen(HelpDialog(sections))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        for spec in [PROJECTS] + SCREENS:
+            if spec.mode in self._modes:
+                yield SystemCommand(f"Go to {spec.title}", f"Show the {spec.title} screen (key {spec.key})",
+                                    partial(self.call_next, self.action_goto, spec.mode))
+        current = self.screen
+        label = getattr(current, "LABEL", "")
+        for binding in getattr(current, "BINDINGS", []):
+            if isinstance(binding, tuple):
+                binding = Binding(*binding)
+            if binding.description and binding.action:
+                yield SystemCommand(f"{label}: {binding.description}" if label else binding.description,
+                                    f"key {binding.key_display or binding.key}",
+                                    partial(current.run_action, binding.action))
+        yield SystemCommand("Help", "Every key of every screen (?)", self.action_help)
+        yield from super().get_system_commands(screen)
+
+    # ------------------------------------------------------------------ errors
+    def show_error(self, error: BaseException, title: str = "") -> None:
+        from stillroom.tui.dialogs.error import ErrorDialog
+        self.push_screen(ErrorDialog(error, title))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if event.state == WorkerState.ERROR:
+            if worker.group == "generate":
+                self._generation_ended(error=worker.error)
+            else:
+                self.show_error(worker.error)
+        elif event.state in (WorkerState.SUCCESS, WorkerState.CANCELLED) and worker.group == "generate":
+            self._generation_ended()
+
+    def run_job(self, fn: Callable[[], object], *, name: str, group: str = "jobs",
+                done: Callable[[object], None] | None = None) -> Worker:
+        """Run blocking work in a thread; `done(result)` runs on the UI thread; errors become the dialog."""
+        def body():
+            result = fn()
+            if done is not None:
+                self.call_from_thread(done, result)
+            return result
+        return self.run_worker(body, name=name, group=group, thread=True, exit_on_error=False)
+
+    # ------------------------------------------------------------------ generation
+    @property
+    def generating(self) -> bool:
+        return self._gen_worker is not None and self._gen_worker.state in (WorkerState.PENDING,
+                                                                           WorkerState.RUNNING)
+
+    def start_generation(self, target: int) -> bool:
+        if self.generating or self.project is None:
+            return False
+        self._gen_cancel = threading.Event()
+        self._gen_unload = False
+        self.set_job("generating")
+        self._gen_worker = self._generate(self.project, target, self._gen_cancel)
+        return True
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="generate", name="generate")
+    def _generate(self, project: Project, target: int, cancel: threading.Event):
+        from stillroom.core.events import Status
+        from stillroom.core.generate import generate
+        bridge = msg.GenerationBridge(self.post_message)
+        if self._teacher is None:
+            bridge(Status(f"loading teacher {project.config.teacher.model}…"))
+            self._teacher = self.teacher_factory(project)
+        bridge(Status(f"teacher {getattr(self._teacher, 'name', 'ready')} ready"))
+        return generate(project, target, teacher=self._teacher, on_event=bridge, cancel=cancel)
+
+    def pause_generation(self) -> None:
+        """Stop after the current token; the teacher stays loaded so resuming is instant."""
+        if self.generating and self._gen_cancel is not None:
+            self._gen_cancel.set()
+            self.set_job("pausing")
+
+    def stop_generation(self) -> None:
+        """Stop and unload the teacher."""
+        if self.generating and self._gen_cancel is not None:
+            self._gen_unload = True
+            self._gen_cancel.set()
+            self.set_job("stopping")
+        else:
+            self._unload_teacher()
+
+    async def stop_generation_and_wait(self) -> None:
+        if self.generating:
+            self.stop_generation()
+            await self._gen_worker.wait()
+        self._unload_teacher()
+
+    def _unload_teacher(self) -> None:
+        teacher, self._teacher = self._teacher, None
+        if teacher is not None:
+            try:
+                teacher.close()
+            except Exception:
+                pass
+
+    def _generation_ended(self, error: BaseException | None = None) -> None:
+        self.set_job("")
+        if self._gen_unload:
+            self._unload_teacher()
+        screen = self.screen_for("generate")
+        if screen is not None:
+            screen.generation_ended(error)
+        review = self.screen_for("review")
+        if review is not None:
+            review.generation_ended()
+        if error is not None:
+            self.show_error(error, "Generation stopped")
+
+    def set_job(self, text: str) -> None:
+        self.job = text
+        self.refresh_headers()
+
+    def _to_screens(self, message, *modes: str) -> None:
+        for mode in modes:
+            screen = self.screen_for(mode)
+            if screen is not None:
+                screen.on_generation_message(message)
+
+    def on_gen_status(self, message: msg.GenStatus) -> None:
+        self._to_screens(message, "generate")
+
+    def on_gen_chunk(self, message: msg.GenChunk) -> None:
+        self._to_screens(message, "generate")
+
+    def on_gen_candidate(self, message: msg.GenCandidate) -> None:
+        self._to_screens(message, "generate")
+
+    def on_gen_row(self, message: msg.GenRow) -> None:
+        self._to_screens(message, "generate", "review")
+
+    def on_gen_progress(self, message: msg.GenProgress) -> None:
+        p = message.progress
+        if self.job.startswith("generating"):
+            self.set_job(f"generating {p.kept}/{p.target}")
+        self._to_screens(message, "generate")
+
+    def on_gen_finished(self, message: msg.GenFinished) -> None:
+        self._to_screens(message, "generate")
+
+    # ------------------------------------------------------------------ quit
+    async def action_quit(self) -> None:
+        from stillroom.tui.dialogs.confirm import ConfirmDialog
+        from stillroom.tui.dialogs.row_form import RowFormDialog
+        problems = []
+        for screen in self.screen_stack:
+            if isinstance(screen, RowFormDialog) and screen.dirty:
+                problems.append("the example being edited has unsaved changes")
+        for screen in self.screens_by_mode.values():
+            problem = screen.unsaved_problem() if hasattr(screen, "unsaved_problem") else None
+            if problem:
+                problems.append(problem)
+        if problems:
+            question = ("Quit and lose this edit?\n\n" + "\n".join(f"• {p}" for p in problems))
+
+            def answered(yes: bool | None) -> None:
+                if yes:
+                    self.call_next(self._quit_now)
+            self.push_screen(ConfirmDialog(question, yes="Quit anyway", no="Go back"), answered)
+            return
+        await self._quit_now()
+
+    async def _quit_now(self) -> None:
+        if self.generating:
+            self.set_job("stopping generation…")
+        try:
+            await self.close_project()
+        finally:
+            self.exit()
+
+
+def make_app(path: Path | str | None = None, *, teacher_factory: TeacherFactory | None = None) -> StillroomApp:
+    """The workbench on `path` (a project folder), or on the project list when no path is given.
+
+    `teacher_factory(project)` returns the teacher TextModel; by default the project's configured
+    teacher is loaded (in the generation worker, on first use).
+    """
+    return StillroomApp(Path(path) if path else None, teacher_factory=teacher_factory)

@@ -1,0 +1,54 @@
+"""What every workbench screen shares: the header on top, the footer with its keys at the bottom."""
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from stillroom.tui.widgets.header import WorkbenchHeader
+
+
+class WorkbenchScreen(Screen):
+    """Subclasses set MODE and LABEL and write `compose_body`; `flush` saves anything pending."""
+
+    MODE = ""
+    LABEL = ""
+
+    def compose(self) -> ComposeResult:
+        yield self.app.make_header(self.MODE)
+        yield from self.compose_body()
+        yield Footer()
+
+    def compose_body(self) -> ComposeResult:
+        yield from ()
+
+    @property
+    def header(self) -> WorkbenchHeader:
+        return self.query_one(WorkbenchHeader)
+
+    def unsaved_problem(self) -> str | None:
+        """A sentence when an edit cannot be saved as it stands (quitting would lose it)."""
+        return None
+
+    def flush(self) -> None:
+        """Save every pending edit now (called before quitting or closing the project)."""
+
+    def on_project_changed(self, what: str) -> None:
+        """Another screen changed seeds, tests or settings."""
+
+
+class PlaceholderScreen(WorkbenchScreen):
+    """Stands in for a screen of the registry that this version does not have yet."""
+
+    DEFAULT_CSS = """
+    PlaceholderScreen #placeholder { width: 1fr; height: 1fr; content-align: center middle; color: $text-muted; }
+    """
+
+    def __init__(self, mode: str, label: str, hint: str = "") -> None:
+        super().__init__()
+        self.MODE, self.LABEL, self.hint = mode, label, hint
+
+    def compose_body(self) -> ComposeResult:
+        from textual.widgets import Static
+        yield Static(f"The {self.LABEL} screen is not part of this version yet.\n{self.hint}",
+                     id="placeholder", markup=False)

@@ -1,0 +1,384 @@
+"""Compare: evaluate a run, read the headline (teacher · base · tuned · gap closed), and go through every
+test example side by side with filters; enter shows the three answers in full."""
+from __future__ import annotations
+
+import threading
+import time
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import DataTable, Input, Label, ProgressBar, Select, Static
+from textual.worker import Worker, WorkerState
+
+from stillroom import themes
+from stillroom.core import compare
+from stillroom.core import events as ev
+from stillroom.core.errors import StillroomError
+from stillroom.tui import jobs
+from stillroom.tui.screens.base import WorkbenchScreen
+
+FILTER_KEYS = [("a", "all"), ("w", "student-wrong"), ("t", "teacher-right"), ("d", "disagree")]
+MODEL_TITLES = {"teacher": "teacher", "base": "base", "tuned": "tuned"}
+
+
+class EvalEvent(Message):
+    def __init__(self, event: ev.Event) -> None:
+        super().__init__()
+        self.event = event
+
+    def can_replace(self, message: Message) -> bool:
+        return (isinstance(message, EvalEvent) and isinstance(self.event, ev.EvalProgress)
+                and isinstance(message.event, ev.EvalProgress))
+
+
+def one_line(text: str, width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+class CompareScreen(WorkbenchScreen):
+    DEFAULT_CSS = """
+    CompareScreen #cmp-top { height: 1; padding: 0 1; margin-top: 1; }
+    CompareScreen #cmp-top Label { width: auto; padding: 0 1 0 0; }
+    CompareScreen #cmp-run { width: 36; margin-right: 2; }
+    CompareScreen #cmp-progress { width: 30; margin-right: 1; }
+    CompareScreen #cmp-progress Bar { width: 1fr; }
+    CompareScreen #cmp-state { width: 1fr; color: $text-muted; }
+    CompareScreen #cmp-headline { height: 4; padding: 0 1; margin-top: 1; background: $surface; }
+    CompareScreen #cmp-filters { height: 1; padding: 0 1; margin-top: 1; }
+    CompareScreen #cmp-chips { width: 1fr; }
+    CompareScreen #cmp-search { width: 30; }
+    CompareScreen #cmp-table { height: 1fr; margin-top: 1; background: $surface; }
+    CompareScreen #cmp-preview { height: 5; padding: 0 1; border-top: hkey $panel-lighten-1; }
+    """
+    MODE = "compare"
+    LABEL = "Compare"
+    BINDINGS = [
+        Binding("e", "evaluate", "Evaluate"),
+        Binding("x", "stop", "Stop"),
+        *[Binding(key, f"filter('{name}')", compare.FILTERS[name].capitalize(), show=key != "a")
+          for key, name in FILTER_KEYS],
+        Binding("slash", "search", "Search", key_display="/"),
+        Binding("enter", "open", "Side by side", show=False),
+        Binding("escape", "focus_table", "Table", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run_id: str | None = None
+        self.result = None            # EvalResult
+        self.filter = "all"
+        self.search = ""
+        self.shown: list[dict] = []
+        self.worker: Worker | None = None
+        self.cancel: threading.Event | None = None
+        self.started_at: float | None = None
+        self.progress_text = ""
+
+    @property
+    def project(self):
+        return self.app.project
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="cmp-top"):
+            yield Label("run")
+            yield Select([], id="cmp-run", compact=True, prompt="no finished run yet")
+            yield ProgressBar(id="cmp-progress", show_eta=False, show_percentage=True)
+            yield Static("", id="cmp-state")
+        yield Static("", id="cmp-headline")
+        with Horizontal(id="cmp-filters"):
+            yield Static("", id="cmp-chips")
+            yield Input("", id="cmp-search", compact=True, placeholder="/ search text")
+        yield DataTable(id="cmp-table", cursor_type="row")
+        yield Static("", id="cmp-preview")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#cmp-table", DataTable)
+        table.add_column("#", key="n", width=4)
+        table.add_column("input", key="input", width=38)
+        table.add_column("reference", key="reference", width=16)
+        for key in ("teacher", "base", "tuned"):
+            table.add_column(MODEL_TITLES[key], key=key, width=16)
+        self.load_runs(jobs.selected_run(self.app))
+        self.set_interval(1.0, self.tick)
+        table.focus()
+
+    # ------------------------------------------------------------------ runs
+    def load_runs(self, prefer: str | None = None) -> None:
+        from stillroom.core.train import list_runs
+        try:
+            runs = [r for r in list_runs(self.project) if r.output_dir is not None]
+        except Exception:  # noqa: BLE001
+            runs = []
+        select = self.query_one("#cmp-run", Select)
+        options = []
+        for r in reversed(runs):
+            done = (r.path / "eval" / "metrics.json").exists()
+            options.append((f"{r.run_id}{'' if done else '  (not evaluated)'}", r.run_id))
+        with self.prevent(Select.Changed):
+            select.set_options(options)
+        ids = [r.run_id for r in runs]
+        choice = prefer if prefer in ids else (self.run_id if self.run_id in ids else None)
+        if choice is None:
+            evaluated = [r.run_id for r in runs if (r.path / "eval" / "metrics.json").exists()]
+            choice = evaluated[-1] if evaluated else (ids[-1] if ids else None)
+        if choice is not None:
+            with self.prevent(Select.Changed):
+                select.value = choice
+        self.show_run(choice)
+
+    def on_run_selected(self, run_id: str | None) -> None:
+        if self.is_mounted and not self.running:
+            self.load_runs(run_id)
+
+    def on_screen_resume(self) -> None:
+        if not self.running:
+            self.load_runs(jobs.selected_run(self.app) or self.run_id)
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "cmp-run" and event.value != Select.BLANK:
+            if self.running:
+                self.notify("An evaluation is running; its results appear when it ends.", severity="warning")
+                return
+            self.show_run(str(event.value))
+
+    def show_run(self, run_id: str | None) -> None:
+        from stillroom.core.evaluate import read_eval
+        self.run_id = run_id
+        self.result = None
+        if run_id is not None:
+            try:
+                self.result = read_eval(self.project, run_id)
+            except StillroomError:
+                self.result = None
+        self.refresh_headline()
+        self.refresh_table()
+
+    # ------------------------------------------------------------------ display
+    def refresh_headline(self) -> None:
+        from stillroom.core.evaluate import verdict
+        from stillroom.core.metrics import METRIC_NAMES
+        text = Text()
+        muted = themes.muted(self.app) or "dim"
+        if self.result is None:
+            if self.run_id is None:
+                text.append("No finished run yet. Train one on the Train screen (4).", style=muted)
+            else:
+                text.append(f"Run {self.run_id} has not been evaluated yet.\n", style="bold")
+                text.append("Press e to evaluate it: the teacher, the base student and the tuned student "
+                            "answer every held-out example.", style=muted)
+            self.query_one("#cmp-headline", Static).update(text)
+            return
+        m = self.result.metrics
+        head = m["headline"]
+        for key in ("teacher", "base", "tuned"):
+            value = m["models"][key].get(head)
+            text.append(f"{MODEL_TITLES[key]} ", style=muted)
+            text.append(jobs.fmt_float(value), style="bold")
+            text.append("  ·  ", style=muted)
+        gap = m["gap_closed"]
+        text.append("gap closed ", style=muted)
+        if gap.get("value") is None:
+            text.append("undefined", style="bold")
+        else:
+            good = gap["value"] >= 0.8
+            text.append(f"{gap['value'] * 100:.0f}%", style=f"bold {themes.color(self.app, 'mark-right' if good else 'accent')}")
+            if gap.get("ci_low") is not None:
+                text.append(f" [{gap['ci_low'] * 100:.0f}–{gap['ci_high'] * 100:.0f}]", style=muted)
+        text.append("\n")
+        text.append(f"{METRIC_NAMES.get(head, head)} on {m['n']} held-out examples ({m.get('test_source', '')})"
+                    f" · run {m.get('run', self.run_id)} · {m['models']['tuned'].get('name', '')}", style=muted)
+        text.append("\n")
+        text.append(verdict(gap), style=muted)
+        self.query_one("#cmp-headline", Static).update(text)
+
+    def refresh_table(self) -> None:
+        table = self.query_one("#cmp-table", DataTable)
+        table.clear()
+        rows = self.result.records if self.result is not None else []
+        counts = compare.counts(rows)
+        chips = Text()
+        for key, name in FILTER_KEYS:
+            label = f" {key} {compare.FILTERS[name]} {counts[name]} "
+            chips.append(label, style="reverse bold" if name == self.filter else "")
+            chips.append(" ")
+        self.query_one("#cmp-chips", Static).update(chips)
+        self.shown = compare.filter_rows(rows, self.filter, self.search)
+        right, wrong = themes.color(self.app, "mark-right"), themes.color(self.app, "mark-wrong")
+        for row in self.shown:
+            cells = [Text(str(row.get("index", ""))), Text(one_line(row.get("input", ""), 38)),
+                     Text(one_line(row.get("reference", ""), 16))]
+            for key in ("teacher", "base", "tuned"):
+                ok = compare.is_right(row, key)
+                cell = Text("✓ " if ok else "✗ ", style=right if ok else wrong)
+                cell.append(one_line(compare.answer(row, key), 14) or "(empty)")
+                cells.append(cell)
+            table.add_row(*cells, key=str(row.get("index")))
+        self.refresh_preview()
+
+    def refresh_preview(self) -> None:
+        text = Text(no_wrap=False)
+        muted = themes.muted(self.app) or "dim"
+        row = self.current_row()
+        if row is None:
+            if self.result is not None:
+                text.append("No example matches this filter.", style=muted)
+        else:
+            text.append(" ".join(row.get("input", "").split()), style="")
+            text.append("\nreference ", style=muted)
+            text.append(row.get("reference", ""), style="bold")
+            for key in ("teacher", "base", "tuned"):
+                text.append(f"  {MODEL_TITLES[key]} ", style=muted)
+                text.append(one_line(compare.answer(row, key), 30) or "(empty)")
+            text.append("\nenter: the three answers in full, side by side", style=muted)
+        self.query_one("#cmp-preview", Static).update(text)
+
+    def current_row(self) -> dict | None:
+        table = self.query_one("#cmp-table", DataTable)
+        if not self.shown or not table.row_count:
+            return None
+        return self.shown[min(table.cursor_row, len(self.shown) - 1)]
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.refresh_preview()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_open()
+
+    # ------------------------------------------------------------------ actions
+    def action_filter(self, name: str) -> None:
+        self.filter = name
+        self.refresh_table()
+
+    def action_search(self) -> None:
+        self.query_one("#cmp-search", Input).focus()
+
+    def action_focus_table(self) -> None:
+        self.query_one("#cmp-table", DataTable).focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "cmp-search":
+            self.search = event.value
+            self.refresh_table()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.action_focus_table()
+
+    def action_open(self) -> None:
+        row = self.current_row()
+        if row is None:
+            return
+        from stillroom.tui.dialogs.answers import AnswersDialog
+        metric = self.result.metrics["headline"] if self.result else "score"
+        self.app.push_screen(AnswersDialog(self.shown, self.shown.index(row), metric))
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None and self.worker.state in (WorkerState.PENDING, WorkerState.RUNNING)
+
+    def action_evaluate(self) -> None:
+        if self.run_id is None:
+            self.notify("No finished run to evaluate; train one first (4).", severity="warning")
+            return
+        if self.running:
+            from stillroom.tui.dialogs.confirm import ConfirmDialog
+
+            def answered(yes: bool | None) -> None:
+                if yes:
+                    self.cancel.set()
+                    self.run_worker(self._restart_when_stopped(), group="evaluate-restart")
+            self.app.push_screen(ConfirmDialog("An evaluation is running. Stop it and start again? Its answers "
+                                               "so far are discarded.", yes="Restart", no="Keep it"), answered)
+            return
+        if getattr(self.app, "generating", False):
+            self.notify("The teacher is generating; evaluate when it is done (or paused).", severity="warning")
+            return
+        self.begin()
+
+    async def _restart_when_stopped(self) -> None:
+        try:
+            await self.worker.wait()
+        except Exception:  # noqa: BLE001 - a stopped evaluation ends in Cancelled
+            pass
+        self.begin()
+
+    def begin(self) -> None:
+        self.cancel = threading.Event()
+        self.started_at = time.monotonic()
+        self.progress_text = "starting…"
+        self.query_one("#cmp-progress", ProgressBar).update(total=None, progress=0)
+        self.app.set_job("evaluating")
+        self.worker = self._evaluate(self.run_id, self.cancel)
+        self.tick()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="evaluate", name="evaluate")
+    def _evaluate(self, run_id: str, cancel: threading.Event):
+        from stillroom.core.evaluate import evaluate
+        post = lambda e: self.post_message(EvalEvent(e))  # noqa: E731
+        post(ev.Status("loading the teacher"))
+        teacher = jobs.shared_teacher(self.app)
+        return evaluate(self.project, run_id, on_event=post, cancel=cancel, teacher=teacher)
+
+    def action_stop(self) -> None:
+        if self.running and self.cancel is not None:
+            self.cancel.set()
+            self.progress_text = "stopping…"
+            self.tick()
+
+    def tick(self) -> None:
+        if self.started_at is None:
+            state = ""
+        else:
+            elapsed = jobs.fmt_seconds(time.monotonic() - self.started_at)
+            state = f"{self.progress_text}  {elapsed}" if self.running else self.progress_text
+        if not self.running and self.result is not None and not state:
+            state = "e evaluates again"
+        self.query_one("#cmp-state", Static).update(Text(state))
+
+    def on_eval_event(self, message: EvalEvent) -> None:
+        event = message.event
+        if isinstance(event, ev.Status):
+            self.progress_text = event.message
+        elif isinstance(event, ev.EvalProgress):
+            titles = {"teacher": "teacher", "base": "base student", "tuned": "tuned student", "judge": "judge"}
+            self.progress_text = f"{titles.get(event.model, event.model)} {event.done}/{event.total}"
+            self.query_one("#cmp-progress", ProgressBar).update(total=max(1, event.total), progress=event.done)
+        self.tick()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker is not self.worker or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR,
+                                                                  WorkerState.CANCELLED):
+            return
+        event.stop()
+        self.app.set_job("")
+        elapsed = jobs.fmt_seconds(time.monotonic() - (self.started_at or time.monotonic()))
+        bar = self.query_one("#cmp-progress", ProgressBar)
+        from stillroom.core.errors import Cancelled
+        if event.state == WorkerState.SUCCESS:
+            result = event.worker.result
+            self.progress_text = f"evaluated in {elapsed}"
+            bar.update(total=1, progress=1)
+            self.run_id = result.run_id
+            self.result = result
+            self.load_runs(result.run_id)
+            gap = result.metrics["gap_closed"].get("value")
+            jobs.job_done(self.app, self, f"Evaluation of {result.run_id} done: gap closed "
+                          f"{'undefined' if gap is None else f'{gap * 100:.0f}%'} ({elapsed}).", title="Compare")
+        elif event.state == WorkerState.ERROR and isinstance(event.worker.error, Cancelled):
+            self.progress_text = "stopped"
+            bar.update(total=1, progress=0)
+        elif event.state == WorkerState.ERROR:
+            self.progress_text = "failed"
+            self.app.show_error(event.worker.error, "Evaluation stopped")
+        self.tick()
+
+    def unsaved_problem(self) -> str | None:
+        return "an evaluation is running (its answers so far are lost)" if self.running else None
+
+    def flush(self) -> None:
+        if self.running and self.cancel is not None:
+            self.cancel.set()

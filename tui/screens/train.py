@@ -1,0 +1,479 @@
+"""Train: the settings at hand, a live loss chart, the numbers of the running step, and the past runs.
+
+Training runs in a child process (core.train_process): the interface stays responsive while torch
+uses every core, and stopping (x) asks the trainer to save a checkpoint before it exits, so the run
+can be resumed (r) from the runs list.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Input, Label, ProgressBar, Select, Static
+from textual.worker import Worker, WorkerState
+
+from stillroom import themes
+from stillroom.core import events as ev
+from stillroom.core.errors import StillroomError
+from stillroom.tui import jobs
+from stillroom.tui.screens.base import WorkbenchScreen
+from stillroom.tui.widgets.loss_chart import LossChart
+
+# (input id, training setting, label, kind)
+FIELDS = [
+    ("lora_rank", "lora_rank", "LoRA rank", int),
+    ("epochs", "epochs", "epochs", float),
+    ("max_steps", "max_steps", "max steps (0 = epochs)", int),
+    ("learning_rate", "learning_rate", "learning rate", float),
+    ("batch_size", "batch_size", "batch size", int),
+    ("max_length", "max_length", "max length (tokens)", int),
+]
+
+
+class TrainEvent(Message):
+    """An engine event from the training process. A step without a loss replaces an older one."""
+
+    def __init__(self, event: ev.Event) -> None:
+        super().__init__()
+        self.event = event
+
+    def can_replace(self, message: Message) -> bool:
+        return (isinstance(message, TrainEvent) and isinstance(self.event, ev.TrainStep)
+                and isinstance(message.event, ev.TrainStep)
+                and self.event.loss is None and message.event.loss is None)
+
+
+def eval_summary(run_dir: Path) -> dict | None:
+    """The evaluation headline of a run (tuned score and gap closed), if it was evaluated."""
+    try:
+        data = json.loads((run_dir / "eval" / "metrics.json").read_text("utf-8"))
+        head = data["headline"]
+        return {"metric": head, "tuned": data["models"]["tuned"].get(head),
+                "gap": data["gap_closed"].get("value")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class TrainScreen(WorkbenchScreen):
+    DEFAULT_CSS = """
+    TrainScreen #train-body { height: 1fr; }
+    TrainScreen #train-settings { width: 28; padding: 0 1; border-right: vkey $panel-lighten-1; }
+    TrainScreen #train-settings Label { margin-top: 1; }
+    TrainScreen #train-settings Input, TrainScreen #train-settings Select { width: 1fr; }
+    TrainScreen #train-data { height: auto; color: $text-muted; }
+    TrainScreen #train-main { width: 1fr; }
+    TrainScreen #loss-chart { height: 1fr; }
+    TrainScreen #train-progress-line { height: 1; padding: 0 1; }
+    TrainScreen #train-progress { width: 1fr; }
+    TrainScreen #train-progress Bar { width: 1fr; }
+    TrainScreen #train-state { width: 16; content-align: right middle; }
+    TrainScreen #runs-title { padding: 0 1; border-top: hkey $panel-lighten-1; height: 2; }
+    TrainScreen #runs { height: 9; background: $surface; }
+    TrainScreen #train-stats { width: 32; padding: 0 1; border-left: vkey $panel-lighten-1; }
+    TrainScreen #train-numbers { height: auto; }
+    """
+    MODE = "train"
+    LABEL = "Train"
+    BINDINGS = [
+        Binding("s", "start", "Start"),
+        Binding("x", "stop", "Stop"),
+        Binding("r", "resume", "Resume"),
+        Binding("c", "compare", "Compare"),
+        Binding("h", "chat", "Chat"),
+        Binding("e", "export", "Export"),
+        Binding("t", "focus_settings", "Settings"),
+        Binding("escape", "focus_runs", "Runs", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.process = None
+        self.worker: Worker | None = None
+        self.state = "idle"
+        self.run_id: str | None = None
+        self.started_at: float | None = None
+        self.last: ev.TrainStep | None = None
+        self.eval_loss: float | None = None
+        self.checkpoint = "–"
+        self.shape: ev.TrainStarted | None = None
+        self.status = ""
+        self.runs = []
+
+    @property
+    def project(self):
+        return self.app.project
+
+    # ------------------------------------------------------------------ layout
+    def compose_body(self) -> ComposeResult:
+        cfg = self.project.config.training
+        with Horizontal(id="train-body"):
+            with Vertical(id="train-settings"):
+                yield Static("Settings", classes="pane-title")
+                yield Label("method")
+                yield Select([("LoRA adapter", "lora"), ("full fine-tune", "full")], value=cfg.method,
+                             allow_blank=False, compact=True, id="method")
+                for input_id, name, label, kind in FIELDS:
+                    yield Label(label)
+                    yield Input(_fmt_setting(getattr(cfg, name)), id=input_id, compact=True,
+                                type="integer" if kind is int else "number")
+                yield Static("", id="train-data")
+            with Vertical(id="train-main"):
+                yield LossChart(id="loss-chart")
+                with Horizontal(id="train-progress-line"):
+                    yield ProgressBar(id="train-progress", show_eta=False, show_percentage=True)
+                    yield Static("", id="train-state")
+                yield Static("Runs", classes="pane-title", id="runs-title")
+                yield DataTable(id="runs", cursor_type="row", zebra_stripes=False)
+            with Vertical(id="train-stats"):
+                yield Static("Now", classes="pane-title")
+                yield Static("", id="train-numbers")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        table.add_columns("run", "method", "status", "step", "loss", "eval loss", "tuned", "gap closed")
+        self.refresh_runs()
+        self.refresh_numbers()
+        self.refresh_data_line()
+        self.set_interval(1.0, self.tick)
+        table.focus()
+
+    # ------------------------------------------------------------------ runs
+    def refresh_runs(self, select: str | None = None) -> None:
+        from stillroom.core.train import list_runs
+        try:
+            self.runs = list_runs(self.project)
+        except Exception as error:  # noqa: BLE001 - a damaged run folder must not break the screen
+            self.app.show_error(error, "Could not list the runs")
+            self.runs = []
+        table = self.query_one("#runs", DataTable)
+        current = select or self.highlighted_run_id()
+        table.clear()
+        for run in reversed(self.runs):
+            summary = eval_summary(run.path)
+            status = Text(run.status)
+            if run.status == "finished":
+                status.stylize(themes.color(self.app, "mark-right"))
+            elif run.status in ("failed", "interrupted"):
+                status.stylize(themes.color(self.app, "mark-wrong"))
+            table.add_row(
+                Text(run.run_id), run.method, status, f"{run.step}/{run.max_steps}",
+                jobs.fmt_float(run.final_loss), jobs.fmt_float(run.final_eval_loss),
+                jobs.fmt_float(summary["tuned"]) if summary else "–",
+                (f"{summary['gap'] * 100:.0f}%" if summary and summary["gap"] is not None else "–"),
+                key=run.run_id)
+        self.query_one("#runs-title", Static).update(
+            f"Runs ({len(self.runs)})  enter compare · r resume · e export · h chat")
+        if current and current in {r.run_id for r in self.runs}:
+            table.move_cursor(row=table.get_row_index(current))
+        self.show_highlighted()
+
+    def highlighted_run_id(self) -> str | None:
+        table = self.query_one("#runs", DataTable)
+        if not table.row_count:
+            return None
+        try:
+            key = table.coordinate_to_cell_key((table.cursor_row, 0)).row_key
+        except Exception:  # noqa: BLE001
+            return None
+        return key.value
+
+    def highlighted_run(self):
+        run_id = self.highlighted_run_id()
+        return next((r for r in self.runs if r.run_id == run_id), None)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.show_highlighted()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_compare()
+
+    def show_highlighted(self) -> None:
+        """When no job runs, the chart shows the highlighted run's curve."""
+        if self.running:
+            return
+        run = self.highlighted_run()
+        chart = self.query_one(LossChart)
+        if run is None:
+            chart.clear(title="no runs yet: press s to train")
+            return
+        from stillroom.core.train import read_metrics
+        chart.load(read_metrics(run.path), run.max_steps, f"{run.run_id} · {run.status}")
+
+    # ------------------------------------------------------------------ numbers
+    @property
+    def running(self) -> bool:
+        return self.worker is not None and self.worker.state in (WorkerState.PENDING, WorkerState.RUNNING)
+
+    def refresh_data_line(self) -> None:
+        try:
+            kept = len(self.project.kept_rows())
+            seeds = len(self.project.seeds()) if self.project.config.training.include_seeds else 0
+        except StillroomError:
+            kept = seeds = 0
+        text = Text()
+        text.append("\ntraining rows\n", style="bold")
+        text.append(f"{kept} kept + {seeds} seeds", style="")
+        self.query_one("#train-data", Static).update(text)
+
+    def tick(self) -> None:
+        if self.running:
+            self.refresh_numbers()
+
+    def refresh_numbers(self) -> None:
+        muted = themes.muted(self.app) or "dim"
+        text = Text()
+
+        def row(name: str, value: str, style: str = "") -> None:
+            text.append(f"{name:<12}", style=muted)
+            text.append(value + "\n", style=style)
+
+        last = self.last
+        shape = self.shape
+        row("state", self.state, "bold")
+        row("run", self.run_id or "–")
+        if shape is not None:
+            row("device", f"{shape.device} {shape.precision}")
+            row("rows", f"{shape.train_rows} train · {shape.validation_rows} val")
+        text.append("\n")
+        row("step", f"{last.step} / {last.max_steps}" if last else "–", "bold")
+        row("epoch", f"{last.epoch:.2f}" if last else "–")
+        loss = next((p[1] for p in reversed(self.query_one(LossChart).train)), None) if self.running or last \
+            else None
+        row("loss", jobs.fmt_float(loss, 4), "bold")
+        row("eval loss", jobs.fmt_float(self.eval_loss, 4))
+        lr = self._lr
+        row("lr", f"{lr:.2e}" if lr is not None else "–")
+        row("tokens/s", f"{last.tokens_per_second:,.0f}" if last else "–")
+        elapsed = last.elapsed if last else None
+        if self.running and self.started_at is not None and last is None:
+            elapsed = time.monotonic() - self.started_at
+        row("elapsed", jobs.fmt_seconds(elapsed) if elapsed is not None else "–")
+        row("eta", jobs.fmt_seconds(last.eta) if last and last.eta is not None and self.running else "–")
+        row("checkpoint", self.checkpoint)
+        if self.status:
+            text.append("\n")
+            text.append(self.status, style=muted)
+        self.query_one("#train-numbers", Static).update(text)
+        state = self.query_one("#train-state", Static)
+        state.update(Text(self.state, style="bold" if self.running else muted))
+        bar = self.query_one("#train-progress", ProgressBar)
+        if last is not None:
+            bar.update(total=max(1, last.max_steps), progress=last.step)
+        elif shape is not None:
+            bar.update(total=max(1, shape.max_steps), progress=shape.step)
+        else:
+            bar.update(total=None if self.running else 1, progress=0)
+
+    _lr: float | None = None
+
+    # ------------------------------------------------------------------ settings
+    def overrides(self) -> dict:
+        """The settings in the form, checked like stillroom.toml; raises StillroomError."""
+        out: dict = {"method": self.query_one("#method", Select).value}
+        for input_id, name, label, kind in FIELDS:
+            raw = self.query_one(f"#{input_id}", Input).value.strip()
+            try:
+                out[name] = kind(raw)
+            except ValueError:
+                raise StillroomError(f"{label} must be a {'whole ' if kind is int else ''}number, not {raw!r}",
+                                     "fix it in the settings on the left (t)") from None
+        from stillroom.core.train import apply_overrides
+        apply_overrides(self.project.config, out)      # validates
+        return out
+
+    def save_settings(self) -> None:
+        from stillroom.core.train import apply_overrides
+        config = apply_overrides(self.project.config, self.overrides())
+        if config.training != self.project.config.training:
+            self.project.save_config(config)
+            self.app.notify_project_changed("config", source=self)
+
+    def on_project_changed(self, what: str) -> None:
+        if what == "config" and not self.running:
+            cfg = self.project.config.training
+            self.query_one("#method", Select).value = cfg.method
+            for input_id, name, _label, _kind in FIELDS:
+                self.query_one(f"#{input_id}", Input).value = _fmt_setting(getattr(cfg, name))
+        self.refresh_data_line()
+
+    # ------------------------------------------------------------------ actions
+    def action_start(self) -> None:
+        if self.running:
+            self.notify("A training run is in progress; stop it first (x).", severity="warning")
+            return
+        try:
+            self.save_settings()
+        except StillroomError as error:
+            self.app.show_error(error, "Cannot start training")
+            return
+        self.begin(resume=None)
+
+    def action_resume(self) -> None:
+        if self.running:
+            self.notify("A training run is in progress.", severity="warning")
+            return
+        run = self.highlighted_run()
+        if run is None or not run.resumable:
+            candidates = [r for r in self.runs if r.resumable]
+            if not candidates:
+                self.notify("No stopped run to resume; start a new one with s.", severity="warning")
+                return
+            run = candidates[-1]
+        self.begin(resume=run.run_id)
+
+    def begin(self, resume: str | None) -> None:
+        from stillroom.core.train_process import TrainProcess
+        self.process = TrainProcess(self.project.root, resume=resume)
+        self.state = "starting"
+        self.status = f"resuming {resume}…" if resume else "starting the training process…"
+        self.run_id = resume
+        self.last = None
+        self.shape = None
+        self.eval_loss = None
+        self._lr = None
+        self.checkpoint = "–"
+        self.started_at = time.monotonic()
+        chart = self.query_one(LossChart)
+        if resume:
+            from stillroom.core.train import read_metrics
+            run = next((r for r in self.runs if r.run_id == resume), None)
+            chart.load(read_metrics(self.project.runs_dir / resume), run.max_steps if run else 0, resume)
+        else:
+            chart.clear(title="new run")
+        self.app.set_job("training")
+        self.worker = self._train(self.process)
+        self.refresh_numbers()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="train", name="train")
+    def _train(self, process) -> dict:
+        return process.run(on_event=lambda e: self.post_message(TrainEvent(e)))
+
+    def action_stop(self) -> None:
+        if not self.running or self.process is None:
+            self.notify("No training is running.")
+            return
+        if self.process.stop_requested:
+            return
+        self.process.stop()
+        self.state = "stopping"
+        self.status = "saving a checkpoint, then stopping…"
+        self.app.set_job("stopping training")
+        self.refresh_numbers()
+
+    def action_compare(self) -> None:
+        run = self.highlighted_run()
+        if run is None:
+            self.notify("No run to compare yet.", severity="warning")
+            return
+        jobs.select_run(self.app, run.run_id)
+        self.app.call_next(self.app.action_goto, "compare")
+
+    def action_chat(self) -> None:
+        run = self.highlighted_run()
+        if run is not None and run.output_dir is not None:
+            jobs.select_run(self.app, run.run_id)
+        self.app.call_next(self.app.action_goto, "chat")
+
+    def action_export(self) -> None:
+        run = self.highlighted_run()
+        if run is None or run.output_dir is None:
+            self.notify("Pick a finished run to export (only finished runs have weights).", severity="warning")
+            return
+        from stillroom.tui.dialogs.export import ExportDialog
+        self.app.push_screen(ExportDialog(run.run_id))
+
+    def action_focus_settings(self) -> None:
+        self.query_one("#method", Select).focus()
+
+    def action_focus_runs(self) -> None:
+        self.query_one("#runs", DataTable).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.action_start()
+
+    # ------------------------------------------------------------------ engine events
+    def on_train_event(self, message: TrainEvent) -> None:
+        event = message.event
+        chart = self.query_one(LossChart)
+        if isinstance(event, ev.Status):
+            self.status = event.message
+        elif isinstance(event, ev.TrainStarted):
+            self.shape = event
+            self.run_id = event.run_id
+            self.state = "training" if not (self.process and self.process.stop_requested) else "stopping"
+            self.status = f"{event.method} on {event.train_rows} rows" + (
+                f", {event.truncated} truncated" if event.truncated else "")
+            chart.max_steps = event.max_steps
+            chart.title = event.run_id
+            chart.replot()
+            self.refresh_runs(select=event.run_id)
+        elif isinstance(event, ev.TrainStep):
+            self.last = event
+            if event.loss is not None:
+                chart.add_train(event.step, event.loss)
+            if event.learning_rate is not None:
+                self._lr = event.learning_rate
+            if self.state == "training":
+                self.app.set_job(f"training {event.step}/{event.max_steps}")
+        elif isinstance(event, ev.EvalStep):
+            self.eval_loss = event.eval_loss
+            chart.add_eval(event.step, event.eval_loss)
+        elif isinstance(event, ev.CheckpointSaved):
+            self.checkpoint = f"step {event.step}"
+        elif isinstance(event, ev.TrainFinished):
+            self.state = "stopped" if event.cancelled else "finished"
+        self.refresh_numbers()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker is not self.worker or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR,
+                                                                  WorkerState.CANCELLED):
+            return
+        event.stop()       # this screen reports its own errors
+        self.app.set_job("")
+        result = event.worker.result if event.state == WorkerState.SUCCESS else None
+        if event.state == WorkerState.ERROR:
+            self.state = "failed"
+            self.status = str(event.worker.error)
+            self.app.show_error(event.worker.error, "Training stopped")
+            jobs.job_done(self.app, self, "Training failed.", title="Train", severity="error")
+        elif result:
+            cancelled = result.get("cancelled")
+            self.state = "stopped" if cancelled else "finished"
+            loss = jobs.fmt_float(result.get("final_loss"))
+            if cancelled:
+                self.status = f"stopped at step {result['step']}; r resumes from the checkpoint"
+                jobs.job_done(self.app, self, f"Training {result['run_id']} stopped at step {result['step']} "
+                              f"(checkpoint saved).", title="Train")
+            else:
+                self.status = f"done in {jobs.fmt_seconds(result.get('elapsed'))}: enter compares, e exports"
+                jobs.job_done(self.app, self, f"Training {result['run_id']} finished: loss {loss}, "
+                              f"{jobs.fmt_seconds(result.get('elapsed'))}.", title="Train")
+        self.refresh_runs(select=self.run_id)
+        self.refresh_numbers()
+
+    # ------------------------------------------------------------------ leaving
+    def unsaved_problem(self) -> str | None:
+        if self.running:
+            return "a training run is in progress (quitting stops it; its checkpoint is kept)"
+        return None
+
+    def flush(self) -> None:
+        """Stop a running training (it saves a checkpoint) and give it a moment to exit."""
+        if self.process is not None and self.process.running:
+            self.process.stop()
+            if self.process.wait(timeout=20) is None:
+                self.process.kill()
+
+
+def _fmt_setting(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
