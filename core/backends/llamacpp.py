@@ -59,7 +59,8 @@ class LlamaCppModel:
             raise ModelError(f"{path}: out of memory while loading the model",
                              "use a smaller model or lower teacher.n_ctx") from None
         except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"{path}: llama.cpp could not load the model: {exc}") from None
+            raise ModelError(f"{path}: llama.cpp could not load the model: {exc}",
+                             "if memory is short, use a smaller model or lower teacher.n_ctx") from None
         self.path = path
         self.name = name or path.stem
         meta = self.llm.metadata or {}
@@ -449,7 +450,7 @@ class _BatchEngine:
         """The chain llama-cpp-python's Llama builds for the same settings (see Llama._init_sampler)."""
         lc = self.lc
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
-        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_penalties(64, 1.0, 0.0, 0.0))
+        lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_penalties(self.model.llm.n_vocab(), 64, 1.0, 0.0, 0.0))
         if params.temperature <= 0:
             lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
         else:
