@@ -296,7 +296,9 @@ def attach_adapter(model, adapter: Path, *, trainable: bool = False):
                             if unsafe else ""))
     from peft import PeftModel
     try:
-        return PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
     except (ValueError, OSError, RuntimeError, KeyError) as exc:
         raise ModelError(f"{adapter}: cannot load the adapter onto this student: "
                          f"{str(exc).splitlines()[0]}") from None

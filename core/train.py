@@ -531,12 +531,16 @@ def _make_callback(*, on_event: EventSink, cancel: threading.Event | None, write
             self.step0 = state.global_step
             self.tokens0 = state.num_input_tokens_seen or 0
 
-        def on_step_end(self, args, state, control, **kwargs):
-            stop = cancel is not None and cancel.is_set()
-            if stop and not self.cancelled:
+        def _check_cancel(self, control) -> bool:
+            if cancel is not None and cancel.is_set() and not self.cancelled:
+                # Stop after this step; Trainer saves a checkpoint before it returns.
                 self.cancelled = True
                 control.should_training_stop = True
                 control.should_save = True
+            return self.cancelled
+
+        def on_step_end(self, args, state, control, **kwargs):
+            stop = self._check_cancel(control)
             if stop or state.global_step >= state.max_steps:
                 control.should_log = True      # the last step's loss is always recorded
             if not control.should_log:
@@ -563,6 +567,7 @@ def _make_callback(*, on_event: EventSink, cancel: threading.Event | None, write
                     self._write(line)
                 self._emit(state, loss, lr)
                 writer.set_state(step=state.global_step, final_loss=loss)
+                self._check_cancel(control)
             elif "eval_loss" in logs:
                 eval_loss = float(logs["eval_loss"])
                 self.last_eval = eval_loss
@@ -580,6 +585,7 @@ def _make_callback(*, on_event: EventSink, cancel: threading.Event | None, write
                 if state.is_world_process_zero:
                     on_event(EvalStep(step=state.global_step, eval_loss=eval_loss))
                 writer.set_state(final_eval_loss=eval_loss)
+                self._check_cancel(control)
 
         def on_save(self, args, state, control, **kwargs):
             self.flush()
@@ -666,6 +672,13 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
         raise DataError(f"{project.root}: no training row has an assistant answer left after rendering "
                         f"({data.dropped} dropped)", "check the rows' messages and training.max_length")
     max_steps = compute_max_steps(cfg, len(data.train), world_size)
+    # No KV cache while training: with one, transformers cannot see the row boundaries of a packed batch.
+    model.config.use_cache = False
+    batching = cfg.batching
+    if batching == "pack" and not packing_isolates_rows(model, data.train):
+        on_event(Status(f"{model.config.model_type}: this architecture does not keep packed rows apart; "
+                        f"grouping rows by length instead"))
+        batching = "group"
     if cfg.method == "lora":
         from peft import LoraConfig, get_peft_model
         lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
@@ -725,8 +738,8 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
         seed=cfg.seed, data_seed=cfg.seed, report_to="none", disable_tqdm=True, log_level="error",
         remove_unused_columns=False, dataloader_num_workers=0,
         use_cpu=device == "cpu", bf16=precision == "bf16", fp16=precision == "fp16",
-        include_num_input_tokens_seen="all" if cfg.batching == "pack" else "non_padding",
-        train_sampling_strategy="group_by_length" if cfg.batching == "group" else "random",
+        include_num_input_tokens_seen="all" if batching == "pack" else "non_padding",
+        train_sampling_strategy="group_by_length" if batching == "group" else "random",
         ddp_find_unused_parameters=False,
         **_checkpointing_args(TrainingArguments, cfg.gradient_checkpointing),
     )
@@ -734,7 +747,7 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
                               elapsed_before=elapsed_before)
     trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(data.train),
                       eval_dataset=_ListDataset(data.validation) if evaluate else None,
-                      data_collator=Collator(tokenizer.pad_token_id, cfg.batching),
+                      data_collator=Collator(tokenizer.pad_token_id, batching),
                       processing_class=tokenizer, callbacks=[callback])
     # Progress goes through engine events only: no printed log dicts, no tqdm bars.
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -745,7 +758,9 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
     try:
         if cancel is not None and cancel.is_set():
             raise _StoppedBeforeStart()
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         step = trainer.state.global_step
         if callback.cancelled:
             writer.set_state(status="stopped", step=step)
@@ -755,6 +770,7 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
             if main:
                 shutil.rmtree(partial, ignore_errors=True)
             _barrier(world_size)
+            _base_config(model).use_cache = True      # the saved model generates with its cache
             trainer.save_model(str(partial))          # every rank calls it (FSDP / DeepSpeed gather)
             if main:
                 tokenizer.save_pretrained(str(partial))
@@ -790,6 +806,30 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
                        tokens_per_second=callback.tokens_per_second, peak_memory_mb=peak,
                        train_rows=len(data.train), validation_rows=len(data.validation),
                        truncated=data.truncated)
+
+
+def _base_config(model):
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.config
+
+
+def packing_isolates_rows(model, rows: list[dict], probe_tokens: int = 24) -> bool:
+    """Two rows run packed must give the logits they give alone (the model honours packed position ids)."""
+    if len(rows) < 2:
+        return True
+    import torch
+    a, b = rows[0]["input_ids"][:probe_tokens], rows[1]["input_ids"][:probe_tokens]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            packed = model(input_ids=torch.tensor([a + b]), use_cache=False,
+                           position_ids=torch.tensor([list(range(len(a))) + list(range(len(b)))])).logits[0]
+            alone = model(input_ids=torch.tensor([b]), use_cache=False).logits[0]
+    finally:
+        model.train(was_training)
+    tolerance = 1e-3 if packed.dtype == torch.float32 else 1e-1
+    return bool(torch.allclose(packed[len(a):].float(), alone.float(), atol=tolerance, rtol=tolerance))
 
 
 def _checkpointing_args(training_arguments_cls, enabled: bool) -> dict:

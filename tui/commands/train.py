@@ -126,6 +126,8 @@ def run_with_progress(project, cancel, *, resume=None, overrides=None):
                            eta=fmt_seconds(event.eta))
             elif isinstance(event, events.EvalStep):
                 shown["eval"] = event.eval_loss
+                loss = f"loss {shown['loss']:.3f} · " if shown["loss"] is not None else ""
+                bar.update(task, info=f"{loss}eval {event.eval_loss:.3f}")
             elif isinstance(event, events.CheckpointSaved):
                 pass
             elif isinstance(event, events.Status):
