@@ -104,7 +104,8 @@ class ChatScreen(WorkbenchScreen):
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="chat-top"):
             yield Label("run")
-            yield Select([], id="chat-run", compact=True, allow_blank=False)
+            yield Select([("no run: the untrained student", NO_RUN)], value=NO_RUN, id="chat-run", compact=True,
+                         allow_blank=False)
             yield Label("temperature")
             yield Input("0.7", id="chat-temperature", compact=True, type="number")
             yield Label("max tokens")

@@ -1,0 +1,105 @@
+"""Compare and Chat screens driven by Pilot: filters, the side-by-side dialog, evaluation, streaming chat."""
+import pytest
+from textual.widgets import DataTable
+
+from conftest import MARKUP, teacher_factory, wait_for
+from stillroom.tui.app import make_app
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+
+async def open_screen(pilot, key: str, cls_name: str):
+    app = pilot.app
+    await wait_for(pilot, lambda: app.project is not None)
+    await pilot.press(key)
+    await wait_for(pilot, lambda: type(app.screen).__name__ == cls_name)
+    return app.screen
+
+
+async def test_compare_filters_and_side_by_side(project_with_run):
+    app = make_app(project_with_run.root, teacher_factory=teacher_factory)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_screen(pilot, "5", "CompareScreen")
+        table = screen.query_one("#cmp-table", DataTable)
+        assert table.row_count == 12
+        headline = str(screen.query_one("#cmp-headline").render())
+        assert "gap closed" in headline and "86%" in headline
+        await pilot.press("w")
+        wrong = table.row_count
+        assert 0 < wrong < 12
+        assert all(r["outputs"]["tuned"]["score"] < 0.5 for r in screen.shown)
+        await pilot.press("t")
+        assert all(r["outputs"]["teacher"]["score"] >= 0.5 and r["outputs"]["tuned"]["score"] < 0.5
+                   for r in screen.shown)
+        assert table.row_count <= wrong
+        await pilot.press("d")
+        assert screen.shown and all(r["outputs"]["tuned"]["text"] != r["outputs"]["teacher"]["text"]
+                                    for r in screen.shown)
+        await pilot.press("a")
+        assert table.row_count == 12
+        # markup in model/test text renders literally
+        await pilot.press("down", "down")
+        assert "[bold red]" in str(screen.query_one("#cmp-preview").render())
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "AnswersDialog")
+        dialog = app.screen
+        assert "[link=https://example.com]" in str(dialog.query_one("#answers-input").render())
+        await pilot.press("down")
+        assert dialog.index == 3
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "CompareScreen")
+
+
+async def test_evaluate_a_run_from_the_screen(project_with_run, tiny_student):
+    from conftest import add_run
+    add_run(project_with_run, tiny_student, "20260102-090000-lora", evaluated=False)
+    app = make_app(project_with_run.root, teacher_factory=teacher_factory)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_screen(pilot, "5", "CompareScreen")
+        assert screen.run_id == "20260102-090000-lora" or screen.run_id == "20260101-120000-lora"
+        screen.show_run("20260102-090000-lora")
+        assert screen.result is None
+        await pilot.press("e")
+        await wait_for(pilot, lambda: screen.result is not None and not screen.running, timeout=90)
+        table = screen.query_one("#cmp-table", DataTable)
+        assert table.row_count == min(6, len(project_with_run.tests()))
+        assert (project_with_run.runs_dir / "20260102-090000-lora" / "eval" / "predictions.jsonl").exists()
+        await pilot.press("w")
+        assert table.row_count == len(screen.shown)
+
+
+async def test_chat_streams_both_columns(project_with_run):
+    app = make_app(project_with_run.root, teacher_factory=teacher_factory)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_screen(pilot, "6", "ChatScreen")
+        teacher = screen.query_one("#col-teacher")
+        tuned = screen.query_one("#col-tuned")
+        await pilot.press("ctrl+b")
+        await pilot.click("#prompt")
+        for ch in "hello":
+            await pilot.press(ch)
+        await pilot.press("enter")
+        seen_partial = False
+        import time
+        deadline = time.monotonic() + 60
+        while screen.streaming and time.monotonic() < deadline:
+            if teacher.answer and screen.streaming:
+                seen_partial = True
+            await pilot.pause(0.02)
+        assert not screen.streaming
+        assert seen_partial
+        assert teacher.answer.strip()
+        assert tuned.turns and tuned.turns[-1][0] == "hello"
+        assert "ttft" in teacher.stats_text and "tok/s" in teacher.stats_text
+        assert "ttft" in tuned.stats_text or "no tokens" in tuned.stats_text
+        base = screen.query_one("#col-base")
+        assert base.turns and base.display
+        # a second message keeps the history
+        for ch in MARKUP[:20]:
+            await pilot.press(ch if ch != " " else "space")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not screen.streaming, timeout=60)
+        assert len(screen.conversation) == 2
+        assert len(teacher.turns) == 2
+        await pilot.press("ctrl+n")
+        assert len(screen.conversation) == 0 and not teacher.turns
