@@ -57,7 +57,15 @@ def load_class(factory: str):
 
 
 def default_teacher_factory(project: Project):
+    """The configured teacher. With n_threads = 0 ("all cores") one core is left to the interface,
+    so typing and switching screens stay quick while the teacher writes."""
+    import copy
+    import os
     from stillroom.core.backends import load_teacher
+    if project.config.teacher.n_threads == 0 and (os.cpu_count() or 1) > 1:
+        config = copy.deepcopy(project.config)
+        config.teacher.n_threads = (os.cpu_count() or 2) - 1
+        project = Project(project.root, config)
     return load_teacher(project)
 
 

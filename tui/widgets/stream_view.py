@@ -68,7 +68,12 @@ class StreamView(Widget, can_focus=True):
             if parts is None:
                 lines.append(Text(header, style="italic dim"))
                 continue
-            head = Text(header, style="bold" if current else "dim")
+            head = Text()
+            if verdict:
+                head.append("✓ " if verdict == "kept" else "✗ ", style="green" if verdict == "kept" else "red")
+            else:
+                head.append("▸ ", style="bold")
+            head.append(header, style="bold" if current else "dim")
             if verdict:
                 head.append("  ")
                 head.append(verdict, style="green" if verdict == "kept" else "red")

@@ -1,0 +1,95 @@
+"""SVG snapshots of every screen at 120×40 with fixed data (update with --snapshot-update)."""
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import MARKUP_TEXT, synthetic_rows, task_ready
+from stillroom.core import records
+from stillroom.core.project import Project
+from stillroom.tui import settings
+from stillroom.tui.app import make_app
+
+SIZE = (120, 40)
+FIXED = Path("/tmp/stillroom-snapshots")
+
+
+@pytest.fixture
+def fixed_project(monkeypatch):
+    """The demo project at a fixed path (paths appear on screen), with generated rows."""
+    shutil.rmtree(FIXED, ignore_errors=True)
+    monkeypatch.setenv("STILLROOM_DATA_DIR", str(FIXED / "data"))
+    project = Project.create(FIXED / "support-routing", demo=True)
+    seeds = project.all_seeds()
+    seeds[2] = records.make_row(MARKUP_TEXT, "technical", project.config.task.system_prompt)
+    project.save_seeds(seeds)
+    project.save_synthetic(synthetic_rows(30))
+    yield project
+    shutil.rmtree(FIXED, ignore_errors=True)
+
+
+async def _open(pilot):
+    import asyncio
+    for _ in range(200):
+        if task_ready(pilot.app):
+            break
+        await asyncio.sleep(0.02)
+    await pilot.pause()
+
+
+def test_projects_screen(snap_compare, fixed_project):
+    other = Project.create(FIXED / "invoice-fields", "extraction")
+    settings.remember_project(other.root, other.name)
+    settings.remember_project(fixed_project.root, fixed_project.name)
+    data = settings.load()
+    for item in data["recent"]:
+        item["opened"] = time.time() - 7200
+    data["recent"].append({"path": str(FIXED / "gone"), "name": "gone", "opened": time.time() - 90000})
+    settings.save(data)
+    assert snap_compare(make_app(), terminal_size=SIZE)
+
+
+def test_task_screen(snap_compare, fixed_project):
+    async def run_before(pilot):
+        await _open(pilot)
+        await pilot.press("down", "down")
+    assert snap_compare(make_app(fixed_project.root), terminal_size=SIZE, run_before=run_before)
+
+
+def test_seed_form(snap_compare, fixed_project):
+    async def run_before(pilot):
+        await _open(pilot)
+        await pilot.press("down", "e")
+        await pilot.pause()
+    assert snap_compare(make_app(fixed_project.root), terminal_size=SIZE, run_before=run_before)
+
+
+def test_generate_screen(snap_compare, fixed_project):
+    async def run_before(pilot):
+        await _open(pilot)
+        await pilot.press("2")
+        await pilot.pause()
+    assert snap_compare(make_app(fixed_project.root), terminal_size=SIZE, run_before=run_before)
+
+
+def test_review_screen(snap_compare, fixed_project):
+    async def run_before(pilot):
+        await _open(pilot)
+        await pilot.press("3")
+        for _ in range(100):
+            if getattr(pilot.app.screen, "rs", None) is not None:
+                break
+            await pilot.pause(0.02)
+        await pilot.press("down", "down", "down", "space", "space")
+        await pilot.pause()
+    assert snap_compare(make_app(fixed_project.root), terminal_size=SIZE, run_before=run_before)
+
+
+def test_help_screen(snap_compare, fixed_project):
+    async def run_before(pilot):
+        await _open(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+    assert snap_compare(make_app(fixed_project.root), terminal_size=SIZE, run_before=run_before)
