@@ -1,6 +1,12 @@
-"""One lock file per project, so two processes never write the same project."""
+"""One lock per project, so two processes never write the same project.
+
+The lock is an flock on `.stillroom.lock`: the kernel releases it when its process dies, however it
+dies, so a lock left by a killed process is simply free again. The file also records who holds it,
+so a refused process can name the holder.
+"""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -13,86 +19,77 @@ from .errors import ProjectLocked
 LOCK_NAME = ".stillroom.lock"
 
 
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _describe(info: dict) -> str:
+    if not info:
+        return "another process"
     cmd = info.get("command") or "stillroom"
     return f"process {info.get('pid')} ({cmd}) on {info.get('host', '?')}"
 
 
 class ProjectLock:
-    """Held while a process writes a project. A lock left by a dead process is taken over."""
+    """Held while a process writes a project; refused with the holder's name while another holds it."""
 
     def __init__(self, folder: Path, purpose: str = ""):
         self.path = Path(folder) / LOCK_NAME
         self.purpose = purpose
-        self.held = False
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
 
     def acquire(self) -> "ProjectLock":
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
-                "command": " ".join(["stillroom"] + sys.argv[1:3]) if self.purpose == "" else self.purpose}
-        payload = json.dumps(info).encode()
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._read()
-                same_host = holder.get("host") == socket.gethostname()
-                if holder and same_host and holder.get("pid") == os.getpid():
-                    raise ProjectLocked(f"{self.path.parent}: already open in this process "
-                                        f"({holder.get('command')})")
-                if holder and (not same_host or _alive(int(holder.get("pid", 0)))):
-                    raise ProjectLocked(f"{self.path.parent}: in use by {_describe(holder)}",
-                                        "wait for it to finish or stop it")
-                self._take_over_stale(holder)
-                continue
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            self.held = True
+        if self._fd is not None:
             return self
-        raise ProjectLocked(f"{self.path}: could not take the lock")
-
-    def _read(self) -> dict:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            return json.loads(self.path.read_text() or "{}")
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._read(fd)
+            os.close(fd)
+            if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+                raise ProjectLocked(f"{self.path.parent}: already open in this process "
+                                    f"({holder.get('command')})") from None
+            raise ProjectLocked(f"{self.path.parent}: in use by {_describe(holder)}",
+                                "wait for it to finish or stop it") from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": round(time.time(), 3),
+                "command": self.purpose or " ".join(["stillroom"] + sys.argv[1:2])}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._fd = fd
+        return self
+
+    @staticmethod
+    def _read(fd: int) -> dict:
+        try:
+            data = os.pread(fd, 4096, 0)
+            return json.loads(data.decode() or "{}")
         except (OSError, ValueError):
-            # A lock torn by a kill between create and write: treat as stale unless very new.
-            try:
-                if time.time() - self.path.stat().st_mtime < 2:
-                    return {"pid": -1, "host": socket.gethostname(), "command": "starting"}
-            except OSError:
-                pass
             return {}
 
-    def _take_over_stale(self, holder: dict) -> None:
-        # Rename first so two processes racing for a stale lock cannot both delete a fresh one.
-        grave = self.path.with_name(f"{LOCK_NAME}.stale.{os.getpid()}")
+    def holder(self) -> dict:
+        """Who holds the lock now ({} when nobody does)."""
         try:
-            os.replace(self.path, grave)
-            os.unlink(grave)
+            fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
-            pass
+            return {}
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return self._read(fd) or {"pid": None}
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return {}
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
-        if self.held:
-            try:
-                if self._read().get("pid") == os.getpid():
-                    self.path.unlink()
-            except FileNotFoundError:
-                pass
-            self.held = False
+        if self._fd is not None:
+            # The file stays (removing it would race with a process opening it); the flock goes.
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self):
         return self.acquire()

@@ -56,8 +56,24 @@ def test_second_process_refused_and_named(tmp_path):
     finally:
         holder.kill()
         holder.wait()
-    # the holder died without releasing: its lock is stale and is taken over
+    # the holder died without releasing: its lock record is stale and is taken over
+    assert json.loads((tmp_path / ".stillroom.lock").read_text())["pid"] == holder.pid
     lock = ProjectLock(tmp_path).acquire()
     assert json.loads((tmp_path / ".stillroom.lock").read_text())["pid"] == os.getpid()
+    with pytest.raises(ProjectLocked):           # a second holder in the same process is refused too
+        ProjectLock(tmp_path).acquire()
     lock.release()
-    assert not (tmp_path / ".stillroom.lock").exists()
+    assert ProjectLock(tmp_path).holder() == {}
+
+
+def test_racing_takeovers_of_a_stale_lock_leave_one_holder(tmp_path):
+    (tmp_path / ".stillroom.lock").write_text(json.dumps({"pid": 999999, "host": __import__("socket").gethostname()}))
+    script = ("import sys, time; from stillroom.core.lock import ProjectLock; from stillroom.core.errors import "
+              "ProjectLocked\ntry:\n    ProjectLock(sys.argv[1]).acquire(); print('got', flush=True); time.sleep(3)\n"
+              "except ProjectLocked:\n    print('refused', flush=True)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+             for _ in range(6)]
+    outcomes = [p.stdout.readline().strip() for p in procs]
+    for p in procs:
+        p.wait()
+    assert outcomes.count("got") == 1, outcomes

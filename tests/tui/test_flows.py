@@ -1,5 +1,6 @@
 """The workbench driven as a user would, with Pilot: one test per screen's main flow."""
 import json
+import os
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ from textual.widgets import Input, TextArea
 from conftest import MARKUP_TEXT, fake_teacher_factory, synthetic_rows, task_ready, wait_for
 from stillroom.core import records
 from stillroom.core.errors import StillroomError
-from stillroom.core.lock import LOCK_NAME
+from stillroom.core.lock import ProjectLock
 from stillroom.core.project import Project
 from stillroom.tui import settings
 from stillroom.tui.app import make_app
@@ -29,9 +30,9 @@ async def test_create_project_from_projects_screen(tmp_path):
         await pilot.press("enter")
         await wait_for(pilot, lambda: task_ready(app))
         assert app.project.root == target
-        assert (target / "stillroom.toml").exists() and (target / LOCK_NAME).exists()
+        assert (target / "stillroom.toml").exists() and ProjectLock(target).holder()["pid"] == os.getpid()
         await pilot.press("ctrl+q")
-    assert not (target / LOCK_NAME).exists()
+    assert ProjectLock(target).holder() == {}
     assert settings.recent_projects()[0]["path"] == str(target.resolve())
 
 
