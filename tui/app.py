@@ -92,9 +92,10 @@ class StillroomApp(App):
         self._gen_worker: Worker | None = None
         self._gen_cancel: threading.Event | None = None
         self._gen_unload = False
+        self._pending_error: tuple | None = None
 
     # ------------------------------------------------------------------ start
-    def on_mount(self) -> None:
+    async def on_mount(self) -> None:
         from stillroom.themes import DEFAULT_THEME, THEMES
         for theme in THEMES:
             self.register_theme(theme)
@@ -102,9 +103,12 @@ class StillroomApp(App):
         self.theme = wanted if wanted in self.available_themes else DEFAULT_THEME
         self.theme_changed_signal.subscribe(self, lambda theme: settings.set_theme(theme.name))
         self._add_mode(PROJECTS)
-        self.switch_mode("projects")
-        if self.start_path is not None:
-            self.call_after_refresh(self.open_project, self.start_path)
+        # Open the project before the first frame, so the app starts on its Task screen.
+        if self.start_path is None or not await self.open_project(self.start_path):
+            await self.switch_mode("projects")
+            if self._pending_error is not None:
+                self.show_error(*self._pending_error)
+                self._pending_error = None
 
     def make_header(self, mode: str):
         from stillroom.tui.widgets.header import WorkbenchHeader
@@ -164,7 +168,10 @@ class StillroomApp(App):
                 project = Project.open(path)
             lock = project.lock("stillroom workbench").acquire()
         except StillroomError as error:
-            self.show_error(error, "Could not open the project")
+            if self.current_mode == "_default":      # nothing on screen yet: show it once drawn
+                self._pending_error = (error, "Could not open the project")
+            else:
+                self.show_error(error, "Could not open the project")
             return False
         if not await self.close_project():
             lock.release()

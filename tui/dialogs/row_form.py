@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Label, Static, TextArea
+from textual.widgets import Button, Footer, Label, Static, TextArea
 
 from stillroom.core import records
 from stillroom.core.config import TaskConfig
@@ -46,14 +46,16 @@ class RowFormDialog(ModalScreen["list | None"]):
     DEFAULT_CSS = """
     RowFormDialog { align: center middle; }
     RowFormDialog > Vertical {
-        width: 100; max-width: 98%; height: 34; max-height: 96%;
+        width: 100; max-width: 98%; height: 30; max-height: 92%;
         border: thick $primary; background: $surface; padding: 0 1;
     }
     RowFormDialog .title { text-style: bold; margin-bottom: 1; }
     RowFormDialog Label { color: $text-muted; }
-    RowFormDialog #system { height: 4; }
+    RowFormDialog TextArea { background: $panel; margin-bottom: 1; }
+    RowFormDialog TextArea:focus { background: $panel-lighten-1; }
+    RowFormDialog #system { height: 3; }
     RowFormDialog #user { height: 1fr; min-height: 4; }
-    RowFormDialog #assistant { height: 6; }
+    RowFormDialog #assistant { height: 4; }
     RowFormDialog #problem { height: 1; margin-top: 1; }
     RowFormDialog #problem.bad { color: $error; }
     RowFormDialog #problem.ok { color: $success; }
@@ -82,16 +84,17 @@ class RowFormDialog(ModalScreen["list | None"]):
         with Vertical():
             yield Static(Text(self.title_text), classes="title")
             yield Label("System")
-            yield TextArea(system, id="system", soft_wrap=True, tab_behavior="focus")
+            yield TextArea(system, id="system", soft_wrap=True, tab_behavior="focus", compact=True)
             yield Label(f"User ({task.input_name})")
-            yield TextArea(user, id="user", soft_wrap=True, tab_behavior="focus")
+            yield TextArea(user, id="user", soft_wrap=True, tab_behavior="focus", compact=True)
             hint = f" — one of: {', '.join(task.labels)}" if task.type == "classification" and task.labels else ""
             yield Label(f"Assistant ({task.output_name}){hint}")
-            yield TextArea(answer, id="assistant", soft_wrap=True, tab_behavior="focus")
+            yield TextArea(answer, id="assistant", soft_wrap=True, tab_behavior="focus", compact=True)
             yield Static("", id="problem")
             with Horizontal():
                 yield Button("Cancel (esc)", id="cancel")
                 yield Button("Save (ctrl+s)", variant="primary", id="save")
+        yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#user", TextArea).focus()

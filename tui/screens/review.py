@@ -137,9 +137,11 @@ class ReviewScreen(WorkbenchScreen):
             text.append(f"{counts.get(status, 0):>6,}\n")
         reasons = rs.reasons()
         if reasons:
+            width = max(8, (self.query_one("#status-counts").size.width or 30) - 8)
             text.append("\nrejected by reason\n", style="dim")
             for reason, n in reasons.most_common(8):
-                text.append(f"  {reason:<16}{n:>6,}\n", style="dim")
+                name = reason if len(reason) <= width else reason[:width - 1] + "…"
+                text.append(f"  {name:<{width}}{n:>6,}\n", style="dim")
         self.query_one("#status-counts", Static).update(text)
         self.refresh_save_state()
 

@@ -103,26 +103,19 @@ class TaskScreen(WorkbenchScreen):
                 yield Static("", id="detail")
 
     def on_mount(self) -> None:
-        for table_id in ("seeds", "tests"):
-            table = self.query_one(f"#{table_id}", DataTable)
-            table.add_column("#", width=4, key="n")
-            table.add_column("answer", width=14, key="answer")
-            table.add_column("text", width=58, key="text")
+        self._text_width = 0
         self._show_type_fields()
         self.load_rows()
         self.query_one("#seeds", DataTable).focus()
+        self.call_after_refresh(self._fit_columns)
 
     def on_resize(self) -> None:
         self.call_after_refresh(self._fit_columns)
 
     def _fit_columns(self) -> None:
-        for table_id in ("seeds", "tests"):
-            table = self.query_one(f"#{table_id}", DataTable)
-            width = max(20, (table.size.width or 80) - 4 - 14 - 8)
-            column = table.columns.get("text")
-            if column is not None and column.width != width:
-                column.width = width
-                table.refresh()
+        width = max(20, (self.query_one("#task-rows").size.width or 80) - 4 - 14 - 9)
+        if width != self._text_width:
+            self.refresh_tables()
 
     # ------------------------------------------------------------------ rows
     def load_rows(self) -> None:
@@ -138,10 +131,14 @@ class TaskScreen(WorkbenchScreen):
         self.refresh_tables()
 
     def refresh_tables(self, keep: tuple[str, int] | None = None) -> None:
+        self._text_width = max(20, (self.query_one("#task-rows").size.width or 80) - 4 - 14 - 9)
         for name, rows in (("seeds", self.seeds), ("tests", self.tests)):
             table = self.query_one(f"#{name}", DataTable)
             old = table.cursor_row
-            table.clear()
+            table.clear(columns=True)
+            table.add_column("#", width=4, key="n")
+            table.add_column("answer", width=14, key="answer")
+            table.add_column("text", width=self._text_width, key="text")
             for n, row in enumerate(rows):
                 held = name == "seeds" and text_id(records.user_text(row)) in self.held
                 answer = records.answer_text(row)
@@ -149,7 +146,7 @@ class TaskScreen(WorkbenchScreen):
                        and answer not in self.project.config.task.labels)
                 table.add_row(Text(str(n + 1) + ("ʰ" if held else ""), style="dim" if held else ""),
                               Text(one_line(answer, 14), style="red" if bad else ""),
-                              Text(one_line(records.user_text(row), 400)))
+                              Text(one_line(records.user_text(row), self._text_width)))
             if keep and keep[0] == name:
                 target = keep[1]
             else:
