@@ -45,4 +45,16 @@ def run_headless(project, count: int) -> int:
         out.print(f"generated: {result.kept} kept, {result.rejected} rejected")
         if cancel.is_set():
             return 130
+        from stillroom.tui.commands import train as train_command
+        trained = train_command.run_with_progress(project, cancel)
+        train_command.print_result(trained)
+        if trained.cancelled or cancel.is_set():
+            return 130
+        from stillroom.core.errors import Cancelled
+        from stillroom.tui.commands import eval as eval_command
+        try:
+            evaluated = eval_command.run_with_progress(project, trained.run_id, cancel)
+        except Cancelled:
+            return 130
+        eval_command.print_result(evaluated)
     return 0
