@@ -249,3 +249,45 @@ assert not heavy, heavy
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+async def test_review_changes_during_generation_wait_and_keep_new_rows(demo_with_rows):
+    from fakes import FakeTeacher
+    project = demo_with_rows
+    app = make_app(project.root, teacher_factory=lambda p: FakeTeacher(labels=p.config.task.labels, delay=0.1))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: task_ready(app))
+        await pilot.press("3")
+        review = app.screen
+        await wait_for(pilot, lambda: review.rs is not None)
+        await pilot.press("2")
+        app.screen.query_one("#target", Input).value = "500"
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.generating and len(review.rs) > 30, timeout=20)
+        await pilot.press("3", "home", "x")
+        assert app.generating and review.rs.dirty
+        assert Project.open(project.root).synthetic()[0]["status"] == "kept"    # not while appending
+        await pilot.press("2", "p")
+        await wait_for(pilot, lambda: not app.generating)
+        await wait_for(pilot, lambda: not review.rs.dirty)
+        await pilot.press("ctrl+q")
+    rows = Project.open(project.root).synthetic()
+    assert rows[0]["status"] == "pruned"
+    assert len(rows) == len(review.rs) and len(rows) > 31
+    assert len({r["id"] for r in rows}) == len(rows)
+
+
+def test_bridge_batches_tokens_and_keeps_order():
+    from stillroom.core import events
+    from stillroom.tui import messages as msg
+    posted = []
+    bridge = msg.GenerationBridge(posted.append, interval=10.0)
+    bridge(events.CandidateStarted(0, "billing"))
+    for piece in ["a", "b", "c"]:
+        bridge(events.TokenStreamed(piece, "teacher", "input"))
+    bridge(events.TokenStreamed("x", "teacher", "answer"))
+    bridge(events.ExampleAccepted({"id": "syn-0"}))
+    kinds = [type(m).__name__ for m in posted]
+    assert kinds == ["GenCandidate", "GenChunk", "GenChunk", "GenRow"]
+    assert posted[1].text == "abc" and posted[2].text == "x" and posted[2].purpose == "answer"
+    assert msg.GenProgress(None).can_replace(msg.GenProgress(None))
