@@ -61,6 +61,10 @@ class TeacherConfig:
                                  "concurrent server requests).", minimum=1)
     timeout: float = setting(120.0, "openai only: seconds before a request is abandoned and retried.",
                              minimum=0, exclusive_min=True)
+    servers: list = setting([], "openai only: more base URLs (http://host:port/v1) serving the same model; "
+                            "requests go round-robin over teacher.model's URL and these.")
+    max_retries: int = setting(5, "openai only: retries (with exponential backoff) after a timeout, a "
+                               "refused connection, 429 or 5xx.", minimum=0)
 
 
 @dataclass
@@ -201,7 +205,7 @@ def _check_value(section: str, name: str, value: Any, tp, meta: dict, where) -> 
     if not ok:
         raise ConfigError(f"{where(section, name)}: {section}.{name} must be {_type_name(tp)}, "
                           f"got {type(value).__name__} {value!r}")
-    if tp is list and name in ("labels", "topics", "target_modules"):
+    if tp is list and name in ("labels", "topics", "target_modules", "servers"):
         for item in value:
             if not isinstance(item, str) or not item.strip():
                 raise ConfigError(f"{where(section, name)}: {section}.{name} must be a list of "
