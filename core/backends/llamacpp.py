@@ -220,6 +220,13 @@ class LlamaCppModel:
             engine = self._engine
         return engine.submit(tokens, params, on_token, cancel)
 
+    def clear_batch_cache(self) -> None:
+        """Forget the batched engine's cached prompts (the next requests decode from scratch)."""
+        with self._engine_lock:
+            if self._engine is not None:
+                self._engine.close()
+                self._engine = None
+
     def start_batching(self, slots: int) -> None:
         """Size the batched engine for `slots` sequences at once (restarts it when idle)."""
         slots = max(1, int(slots))
@@ -346,7 +353,10 @@ class _BatchEngine:
         self.model = model
         self.n_slots = n_slots
         self.n_batch = max(n_batch, n_slots)
-        params = lc.llama_context_default_params()
+        # The single path's context settings (attention kernel, KV types, RoPE...), so a sequence's
+        # logits, and so its greedy output, are the same on both paths.
+        source = model.llm.context_params
+        params = type(source).from_buffer_copy(source)
         params.n_ctx = model.n_ctx * n_slots
         params.n_batch = self.n_batch
         params.n_ubatch = self.n_batch
