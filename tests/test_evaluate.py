@@ -31,6 +31,8 @@ class OracleTeacher:
         self.prompts = []
 
     def complete(self, prompt, params, on_token=None, cancel=None):
+        if prompt.endswith("Score:"):
+            return Completion(" 4", "stop", 50, 1, 0.01)
         self.prompts.append(prompt)
         last = prompt.rsplit("\n\n", 1)[-1]
         text = last.split("\n", 1)[0].split(":", 1)[1].strip()
@@ -113,6 +115,16 @@ def test_teacher_is_asked_as_in_generation_and_never_sees_test_rows_as_shots(pro
             assert not any(t in shot for t in test_texts)
 
 
+def test_judge_mode_grades_every_answer(project):
+    result = evaluate(project, teacher=oracle_for(project), limit=3, judge=True)
+    for key in ("teacher", "base", "tuned"):
+        assert result.metrics["models"][key]["judge"] == pytest.approx(0.75)
+        assert result.metrics["models"][key]["judge_unparsed"] == 0
+    out = result.records[0]["outputs"]["tuned"]
+    assert out["judge_reply"] == "4" and out["scores"]["judge"] == 0.75
+    assert "judge" in render_report(result.metrics, result.records)
+
+
 def test_shot_pool_excludes_a_seed_that_is_also_a_test_row(project):
     tests = project.tests()
     seeds = project.all_seeds() + [tests[0]]
@@ -164,3 +176,34 @@ def test_report_renders_worst_examples_and_verdict():
     assert "gap closed: 50% (95% CI 10% to 90%)" in text
     assert "below the 80% bar" in text
     assert "#0: input 0" in text and "#1:" not in text
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_with_bundled_models_cli(tmp_path):
+    """The demo project, the bundled Gemma teacher and SmolLM2 student, a two-step LoRA run, then
+    `stillroom eval` and `stillroom compare` through the real CLI on a small test subset."""
+    from stillroom.core.train import train
+    project = Project.create(tmp_path / "demo", demo=True)
+    config = project.config
+    config.training.batch_size = 4
+    config.training.validation_fraction = 0.0
+    config.evaluation.max_tokens = 8
+    config.evaluation.bootstrap = 300
+    project.save_config(config)
+    result = train(project, overrides={"max_steps": 2})
+    assert not result.cancelled
+    done = run_cli("eval", project.root, "--limit", "6", timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for word in ("teacher", "base student", "tuned student", "gap closed", "accuracy"):
+        assert word in done.stdout
+    metrics = json.loads((project.runs_dir / result.run_id / "eval" / "metrics.json").read_text())
+    assert metrics["n"] == 6 and metrics["models"]["teacher"]["name"] == "gemma-3-270m"
+    assert metrics["models"]["teacher"]["mode"] == "completion"
+    assert metrics["models"]["tuned"]["mode"] == "chat"
+    for key in ("teacher", "base", "tuned"):
+        assert 0.0 <= metrics["models"][key]["accuracy"] <= 1.0
+    gap = metrics["gap_closed"]
+    assert "value" in gap and "ci_low" in gap
+    compared = run_cli("compare", project.root, "--limit", "3", env={"COLUMNS": "400"})
+    assert compared.returncode == 0, compared.stderr[-2000:]
+    assert records.user_text(project.tests()[0])[:30] in compared.stdout
