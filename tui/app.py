@@ -246,7 +246,7 @@ class StillroomApp(App):
             if spec.mode in self._modes:
                 yield SystemCommand(f"Go to {spec.title}", f"Show the {spec.title} screen (key {spec.key})",
                                     partial(self.call_next, self.action_goto, spec.mode))
-        current = self.screen
+        current = screen
         label = getattr(current, "LABEL", "")
         for binding in getattr(current, "BINDINGS", []):
             if isinstance(binding, tuple):

@@ -50,6 +50,8 @@ class ProjectsScreen(WorkbenchScreen):
             with Vertical(id="recent-pane"):
                 yield Static("Recent projects", classes="pane-title")
                 yield DataTable(id="recent", cursor_type="row", zebra_stripes=False)
+                yield Static("No projects yet. Press d for the demo project or n for a new one.",
+                             id="no-recent")
             with Vertical(id="actions-pane"):
                 yield Static("Start", classes="pane-title")
                 yield Static(self._actions_text(), id="actions")
@@ -59,14 +61,15 @@ class ProjectsScreen(WorkbenchScreen):
         for key, label, detail in (
                 ("enter", "open the selected project", ""),
                 ("o", "open a project folder", ""),
-                ("n", "create a new project", "classification, extraction, qa or generation"),
-                ("d", "create the demo project", "support-ticket routing: 24 seeds, 64 test rows")):
+                ("n", "create a new project", "classification · extraction · qa · generation"),
+                ("d", "create the demo project", "ticket routing: 24 seeds, 64 test rows")):
             text.append(f" {key:>5}  ", style="bold")
             text.append(label + "\n")
             if detail:
                 text.append(f"        {detail}\n", style="dim")
         text.append("\n")
-        text.append(f" New projects go to {locations.data_dir()}", style="dim")
+        text.append(" New projects go to\n", style="dim")
+        text.append(f" {locations.data_dir()}", style="dim")
         return text
 
     def on_mount(self) -> None:
@@ -90,6 +93,8 @@ class ProjectsScreen(WorkbenchScreen):
                           Text(str(path) + ("" if exists else "  (missing)"), style=style),
                           Text(str(seeds), justify="right"), Text(str(rows), justify="right"),
                           Text(_ago(item.get("opened", 0)), style="dim"), key=str(path))
+        self.query_one("#no-recent").display = not table.row_count
+        table.display = bool(table.row_count)
         if table.row_count:
             table.focus()
 

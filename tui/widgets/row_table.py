@@ -64,7 +64,7 @@ class RowTable(ScrollView, can_focus=True):
     def show(self, entries: list[Entry], view: list[int], keep_position: int | None = None) -> None:
         self.entries = entries
         self.view = view
-        self.virtual_size = Size(self.size.width, len(view))
+        self.virtual_size = Size(1, len(view))
         if keep_position is not None and view:
             import bisect
             at = bisect.bisect_left(view, keep_position)
