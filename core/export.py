@@ -520,7 +520,7 @@ def export(project: Project, run: Optional[str] = None, fmt: str = "gguf", *, qu
         from .student import load_tokenizer
         tokenizer = load_tokenizer(merged)
         result.paths.append(write_modelfile(out_dir, gguf.name, tokenizer, project.config.task.system_prompt))
-    if check and fmt == "gguf":
+    if check:
         _check_cancel(cancel)
         result.check = check_gguf(project, gguf, merged, limit=check_limit, on_event=on_event, cancel=cancel)
         report = {k: v for k, v in result.check.items()}
