@@ -291,3 +291,18 @@ def test_bridge_batches_tokens_and_keeps_order():
     assert kinds == ["GenCandidate", "GenChunk", "GenChunk", "GenRow"]
     assert posted[1].text == "abc" and posted[2].text == "x" and posted[2].purpose == "answer"
     assert msg.GenProgress(None).can_replace(msg.GenProgress(None))
+
+
+async def test_quit_with_an_open_edit_asks_first(demo):
+    app = make_app(demo.root)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: task_ready(app))
+        await pilot.press("e")
+        app.screen.query_one("#user", TextArea).text = "changed but not saved"
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ConfirmDialog")
+        await pilot.press("n")                       # go back to the form
+        assert type(app.screen).__name__ == "RowFormDialog"
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: records.user_text(demo.all_seeds()[0]) == "changed but not saved")
+        await pilot.press("ctrl+q")
