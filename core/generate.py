@@ -3,13 +3,21 @@
 Each candidate is one appended, fsynced JSON line (kept or rejected, with its reason). A run killed
 at any moment and started again repairs a torn last line and continues to exactly N kept rows:
 row ids and the random choices of row i depend only on the seed and i, so nothing repeats.
+
+With `teacher.max_in_flight` = K > 1 (and a teacher that allows it: a server, several servers, or the
+batched llama.cpp engine), K candidates are worked on at once by worker threads while the main thread
+commits finished candidates strictly in index order: the final de-duplication check, the append and
+the events all happen there, so the file stays append-only, ids stay gap-free and a resumed run
+continues exactly as a sequential one would. Which indices are started, and with which label, is
+decided only from committed rows, so given the teacher's outputs the rows are the same for any K.
 """
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -72,18 +80,29 @@ class Generator:
         self.project = project
         self.config = project.config
         self.teacher = teacher
-        self.on_event = on_event
+        self._event_lock = threading.Lock()
+        self._sink = on_event
         self.cancel = cancel or threading.Event()
+        self._lock = threading.Lock()        # counters and the dedup index, shared with worker threads
         self.mode = choose_mode(teacher, self.config.teacher.mode)
         self.prompter = Prompter(self.config.task, self.mode)
         self.seeds = usable_seeds(project)
         self.teacher_tokens = 0
         self.teacher_seconds = 0.0
+        self.concurrency = max(1, int(self.config.teacher.max_in_flight))
+        limit = getattr(teacher, "max_concurrency", None)
+        if limit:
+            self.concurrency = max(1, min(self.concurrency, int(limit)))
+        self._local = threading.local()     # per-worker token buffer when K > 1
         self.scorer = None
         task = self.config.task
         if task.type == "classification" and LabelScorer.available(teacher, self.mode):
             shots = balanced_shots(self.seeds, task.labels, self.config.generation.label_shots)
             self.scorer = LabelScorer(teacher, self.prompter, shots, task.labels, task.system_prompt)
+
+    def on_event(self, event) -> None:
+        with self._event_lock:
+            self._sink(event)
 
     # ------------------------------------------------------------------ setup
     def _index(self, rows: list[dict]) -> NearDupIndex:
@@ -103,20 +122,35 @@ class Generator:
                               max_tokens=max_tokens, seed=seed)
 
     def _stream(self, purpose: str):
+        if self.concurrency > 1:
+            # K candidates interleave: each candidate's text is shown whole, when it is done.
+            return None
+
         def forward(piece: str) -> None:
             self.on_event(TokenStreamed(piece, "teacher", purpose))
         return forward
 
     def _ask(self, request, params, purpose):
         completion = ask(self.teacher, request, params, on_token=self._stream(purpose), cancel=self.cancel)
-        self.teacher_tokens += completion.completion_tokens
-        self.teacher_seconds += completion.seconds
+        with self._lock:
+            self.teacher_tokens += completion.completion_tokens
+            self.teacher_seconds += completion.seconds
         if completion.finish_reason == "cancelled":
             raise Cancelled("generation stopped")
+        if self.concurrency > 1 and completion.text:
+            self.on_event(TokenStreamed(completion.text, "teacher", purpose))
         return completion
 
     # ------------------------------------------------------------------ one candidate
-    def candidate(self, index_no: int, label: Optional[str], dedup: NearDupIndex) -> dict:
+    def _produce(self, index_no: int, label: Optional[str], dedup: NearDupIndex) -> Optional[dict]:
+        """candidate(), or None when it was cancelled midway."""
+        try:
+            return self.candidate(index_no, label, dedup, announce=False)
+        except Cancelled:
+            return None
+
+    def candidate(self, index_no: int, label: Optional[str], dedup: NearDupIndex,
+                  announce: bool = True) -> dict:
         """Write, check and answer candidate number `index_no`; returns the row (kept or rejected)."""
         gen = self.config.generation
         task = self.config.task
@@ -124,7 +158,8 @@ class Generator:
         shots = self._input_shots(rng, label)
         topic = gen.topics[index_no % len(gen.topics)] if gen.topics else ""
         sample_seed = (gen.seed * 1_000_003 + index_no) % (2 ** 31)
-        self.on_event(CandidateStarted(index_no, label))
+        if announce:
+            self.on_event(CandidateStarted(index_no, label))
 
         request = self.prompter.new_input(shots, label or "", topic)
         written = self._ask(request, self._params(gen.temperature, gen.max_input_tokens, sample_seed), "input")
@@ -144,19 +179,16 @@ class Generator:
         if reason is None and written.finish_reason == "length":
             reason = "truncated"
         if reason is None:
-            match = dedup.nearest(text)
-            row["scores"]["dup"] = round(match.score, 3) if match else round(dedup.max_similarity(text), 3)
-            if match is not None:
-                reason = ("test-overlap" if match.key.startswith("test:")
-                          else "exact-dup" if match.score >= 0.999 else "near-dup")
-                meta["dup_of"] = match.key
+            # Against the rows committed so far; re-checked at commit against any committed since.
+            reason = self._dup_check(row, text, dedup)
         if reason is not None:
             return self._finish(row, text, "", reason)
 
         if self.scorer is not None:
             started = time.perf_counter()
             answer, probs = self.scorer.label(text)
-            self.teacher_seconds += time.perf_counter() - started
+            with self._lock:
+                self.teacher_seconds += time.perf_counter() - started
             self.on_event(TokenStreamed(" → " + answer, "teacher", "answer"))
             row["scores"]["label_probs"] = probs
             meta["teacher_label"] = answer
@@ -176,6 +208,33 @@ class Generator:
             if reason is None and gen.agreement and label and answer != label:
                 reason = "label-disagree"
         return self._finish(row, text, answer, reason)
+
+    def _dup_check(self, row: dict, text: str, dedup: NearDupIndex) -> Optional[str]:
+        with self._lock:
+            match = dedup.nearest(text)
+            score = match.score if match else dedup.max_similarity(text)
+        row["scores"]["dup"] = round(score, 3)
+        row["meta"].pop("dup_of", None)
+        if match is None:
+            return None
+        row["meta"]["dup_of"] = match.key
+        return ("test-overlap" if match.key.startswith("test:")
+                else "exact-dup" if match.score >= 0.999 else "near-dup")
+
+    def _recheck(self, row: dict, dedup: NearDupIndex) -> dict:
+        """At commit: the final duplicate check, against every row committed before this one."""
+        if self.concurrency == 1 or "dup" not in row["scores"]:
+            return row       # sequential, or rejected before the check: nothing can have changed
+        reason = self._dup_check(row, records.user_text(row), dedup)
+        if reason is None:
+            return row
+        # A duplicate: the row looks exactly as if the answer had never been asked for.
+        row["messages"] = [m for m in row["messages"] if m["role"] != "assistant"]
+        row["scores"] = {"dup": row["scores"]["dup"]}
+        for key in ("teacher_label", "labelled_by"):
+            row["meta"].pop(key, None)
+        row["status"], row["reason"] = "rejected", reason
+        return row
 
     def _input_shots(self, rng: random.Random, label: Optional[str]) -> list[dict]:
         """Few-shot examples for writing a new input; for a label, mostly that label's seeds, so the
@@ -226,34 +285,75 @@ class Generator:
                                              self.teacher_tokens, tps, dict(rejected)))
 
         progress()
-        with JsonlAppender(path) as out:
-            while kept < target:
-                if self.cancel.is_set():
-                    cancelled = True
-                    break
-                if attempts >= budget:
-                    raise StillroomError(
-                        f"{path}: gave up after {attempts} candidates with {kept}/{target} kept; the teacher's "
-                        f"output keeps failing the checks ({_top(rejected)})",
-                        "look at the rejected rows, add seeds, or loosen generation settings")
-                label = self._choose_label(label_counts, next_index)
-                try:
-                    row = self.candidate(next_index, label, dedup)
-                except Cancelled:
-                    cancelled = True
-                    break
-                out.append(row)
-                attempts += 1
-                next_index += 1
-                if row["status"] == "kept":
-                    kept += 1
-                    dedup.add(records.user_text(row), row["id"])
-                    label_counts[records.answer_text(row)] += 1
-                    self.on_event(ExampleAccepted(row))
-                else:
-                    rejected[row["reason"]] += 1
-                    self.on_event(ExampleRejected(row, row["reason"]))
-                progress()
+        pool = None
+        if self.concurrency > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="stillroom-candidate")
+        in_flight: deque = deque()        # (index, label, future or row), in index order
+        pending_labels: Counter = Counter()
+        run_kept = run_attempts = 0
+        failure: Optional[BaseException] = None
+        try:
+            with JsonlAppender(path) as out:
+                while kept < target:
+                    # Start candidates up to K, and no more than the acceptance rate so far says are
+                    # needed; decided only from committed rows, so the same for any timing.
+                    rate = max(run_kept / run_attempts, 0.05) if run_attempts >= 8 else 1.0
+                    wanted = max(1, math.ceil((target - kept) / rate))
+                    while (not self.cancel.is_set() and len(in_flight) < min(self.concurrency, wanted)
+                           and attempts + len(in_flight) < budget):
+                        label = self._choose_label(label_counts + pending_labels, next_index)
+                        self.on_event(CandidateStarted(next_index, label))
+                        if pool is None:
+                            work = self._produce(next_index, label, dedup)
+                        else:
+                            work = pool.submit(self._produce, next_index, label, dedup)
+                        in_flight.append((next_index, label, work))
+                        if label:
+                            pending_labels[label] += 1
+                        next_index += 1
+                    if not in_flight:
+                        if self.cancel.is_set():
+                            cancelled = True
+                            break
+                        raise StillroomError(
+                            f"{path}: gave up after {attempts} candidates with {kept}/{target} kept; the "
+                            f"teacher's output keeps failing the checks ({_top(rejected)})",
+                            "look at the rejected rows, add seeds, or loosen generation settings")
+                    index_no, label, work = in_flight.popleft()
+                    if label:
+                        pending_labels[label] -= 1
+                    row = work if pool is None else work.result()
+                    if row is None:           # cancelled mid-candidate: stop at the first gap
+                        cancelled = True
+                        break
+                    row = self._recheck(row, dedup)
+                    out.append(row)
+                    attempts += 1
+                    run_attempts += 1
+                    if row["status"] == "kept":
+                        kept += 1
+                        run_kept += 1
+                        with self._lock:
+                            dedup.add(records.user_text(row), row["id"])
+                        label_counts[records.answer_text(row)] += 1
+                        self.on_event(ExampleAccepted(row))
+                    else:
+                        rejected[row["reason"]] += 1
+                        self.on_event(ExampleRejected(row, row["reason"]))
+                    progress()
+                    if kept < target and self.cancel.is_set() and not in_flight:
+                        cancelled = True
+                        break
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            if pool is not None:
+                if failure is not None or cancelled:
+                    for _, _, work in in_flight:
+                        work.cancel()
+                pool.shutdown(wait=True)
         elapsed = time.perf_counter() - start
         result = GenerationResult(kept, sum(rejected.values()), target, elapsed, cancelled, dict(rejected),
                                   self.teacher_tokens, self.teacher_seconds)
@@ -267,6 +367,9 @@ class Generator:
         fewest = min(counts.get(label, 0) for label in labels)
         tied = [label for label in labels if counts.get(label, 0) == fewest]
         return random.Random(f"label:{self.config.generation.seed}:{index_no}").choice(tied)
+
+
+_DUP_REASONS = ("near-dup", "exact-dup", "test-overlap")
 
 
 def _next_index(rows: list[dict]) -> int:
