@@ -18,10 +18,11 @@ class GenStatus(Message):
 class GenChunk(Message):
     """Teacher text streamed since the last chunk (tokens are batched, never posted one by one)."""
 
-    def __init__(self, text: str, purpose: str) -> None:
+    def __init__(self, text: str, purpose: str, tokens: int = 1) -> None:
         super().__init__()
         self.text = text
         self.purpose = purpose
+        self.tokens = tokens
 
 
 class GenCandidate(Message):
@@ -82,7 +83,7 @@ class GenerationBridge:
 
     def flush(self) -> None:
         if self._buffer:
-            self.post(GenChunk("".join(self._buffer), self._purpose))
+            self.post(GenChunk("".join(self._buffer), self._purpose, len(self._buffer)))
             self._buffer = []
         self._last = time.monotonic()
 

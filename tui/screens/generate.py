@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections import Counter
+from collections import Counter, deque
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -67,6 +67,8 @@ class GenerateScreen(WorkbenchScreen):
         self.state = "idle"
         self.last_kept: dict | None = None
         self.last_rejected: dict | None = None
+        self._recent_tokens: deque = deque()      # (time, tokens) streamed in the last few seconds
+        self._last_rate = 0.0
 
     @property
     def project(self):
@@ -140,6 +142,18 @@ class GenerateScreen(WorkbenchScreen):
         bar = self.query_one("#progress", ProgressBar)
         bar.update(total=max(target, 1), progress=min(self.kept, max(target, 1)))
 
+    def live_rate(self, window: float = 10.0) -> float:
+        """Teacher tokens per second over the last seconds of streaming (the last rate seen when the
+        teacher is reading a prompt and writes nothing for a while)."""
+        now = time.monotonic()
+        while len(self._recent_tokens) > 1 and now - self._recent_tokens[0][0] > window:
+            self._recent_tokens.popleft()
+        if len(self._recent_tokens) >= 2:
+            span = self._recent_tokens[-1][0] - self._recent_tokens[0][0]
+            if span > 0:
+                self._last_rate = sum(n for _, n in list(self._recent_tokens)[1:]) / span
+        return self._last_rate
+
     def refresh_rates(self) -> None:
         text = Text()
         running = self.started_at is not None and self.state == "running"
@@ -148,8 +162,10 @@ class GenerateScreen(WorkbenchScreen):
         eta = None
         if running and made > 0 and self.target:
             eta = elapsed / made * max(0, self.target - self.kept)
+        rate = self.live_rate() if running else 0.0
+        rate = rate or self.tokens_per_second
         text.append("tokens/s  ", style="dim")
-        text.append(f"{self.tokens_per_second:.1f}\n" if self.tokens_per_second else "–\n")
+        text.append(f"{rate:.1f}\n" if rate else "–\n")
         text.append("elapsed   ", style="dim")
         text.append(fmt_seconds(elapsed) + "\n" if elapsed is not None else "–\n")
         text.append("eta       ", style="dim")
@@ -195,6 +211,8 @@ class GenerateScreen(WorkbenchScreen):
         self.target = target
         self.started_at = time.monotonic()
         self.kept_at_start = self.kept
+        self._recent_tokens.clear()
+        self._last_rate = 0.0
         self.state = "running"
         self.app.start_generation(target)
         self.refresh_all()
@@ -230,6 +248,7 @@ class GenerateScreen(WorkbenchScreen):
         stream = self.query_one("#stream", StreamView)
         if isinstance(message, msg.GenChunk):
             stream.append_chunk(message.text, message.purpose)
+            self._recent_tokens.append((time.monotonic(), message.tokens))
         elif isinstance(message, msg.GenCandidate):
             stream.begin(message.index, message.label)
         elif isinstance(message, msg.GenRow):
