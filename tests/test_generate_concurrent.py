@@ -124,12 +124,21 @@ def test_sigkill_during_concurrent_generation_then_rerun_reaches_exactly_n(tmp_p
     project = make_project(tmp_path)
     project.config.teacher.max_in_flight = 4
     project.save_config()
-    target = 150
+    target = 200
     script = KILL_SCRIPT.format(tests=os.path.dirname(__file__), root=str(project.root), target=target)
     rng = random.Random(5)
+
+    def lines():
+        path = project.synthetic_path
+        return path.read_bytes().count(b"\n") if path.exists() else 0
     for _ in range(6):
+        start = lines()
         proc = subprocess.Popen([sys.executable, "-c", script])
-        time.sleep(rng.uniform(1.5, 3.0))
+        deadline = time.monotonic() + 60
+        # kill once the run is visibly under way, a random moment later (mid-row writes included)
+        while lines() < start + 5 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     before = sum(1 for r in Project.open(project.root).synthetic() if r["status"] == "kept")
