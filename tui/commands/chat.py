@@ -15,7 +15,7 @@ HELP = ("ask the teacher and the tuned student the same prompt and stream both a
 def add_arguments(parser) -> None:
     parser.add_argument("path", type=Path, help="project folder")
     parser.add_argument("prompt", nargs="*", help="the prompt (default: read from standard input)")
-    parser.add_argument("--run", default=None, help="run id (default: the latest run)")
+    parser.add_argument("--run", dest="run_id", default=None, metavar="RUN", help="run id (default: the latest run)")
     parser.add_argument("--base", action="store_true", help="also answer with the untrained base student")
     parser.add_argument("--max-tokens", type=int, default=None, help="longest answer (default: evaluation.max_tokens)")
     parser.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0 = greedy)")
@@ -59,7 +59,7 @@ def run(args) -> int:
             text = sys.stdin.read().strip()
     if not text:
         raise StillroomError("empty prompt; pass one as an argument or on standard input")
-    weights = run_weights(project, args.run)
+    weights = run_weights(project, args.run_id)
     err = console(stderr=True)
     err.print(f"loading teacher {project.config.teacher.model} and student {weights.student_ref} "
               f"+ run {weights.run_id}…")

@@ -11,7 +11,7 @@ HELP = "print the evaluated test rows side by side: input, reference, teacher, b
 
 def add_arguments(parser) -> None:
     parser.add_argument("path", type=Path, help="project folder")
-    parser.add_argument("--run", default=None, help="run id (default: the latest run)")
+    parser.add_argument("--run", dest="run_id", default=None, metavar="RUN", help="run id (default: the latest run)")
     parser.add_argument("--wrong", action="store_true", help="only rows the tuned student got wrong")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="print at most N rows")
 
@@ -31,7 +31,7 @@ def run(args) -> int:
     from stillroom.core.project import Project
 
     project = Project.open(args.path)
-    result = read_eval(project, args.run)
+    result = read_eval(project, args.run_id)
     rows = result.records
     if args.wrong:
         rows = [r for r in rows if r["outputs"]["tuned"]["score"] < 0.999]

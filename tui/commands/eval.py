@@ -12,7 +12,7 @@ HELP = ("score the teacher, the base student and the tuned student on the held-o
 
 def add_arguments(parser) -> None:
     parser.add_argument("path", type=Path, help="project folder")
-    parser.add_argument("--run", default=None, help="run id (default: the latest run)")
+    parser.add_argument("--run", dest="run_id", default=None, metavar="RUN", help="run id (default: the latest run)")
     parser.add_argument("--limit", type=int, default=None, metavar="N",
                         help="evaluate only the first N test rows (default: evaluation.max_examples, 0 = all)")
     parser.add_argument("--judge", action="store_true", default=None,
@@ -28,7 +28,7 @@ def run(args) -> int:
         raise StillroomError(f"--limit must be at least 1, got {args.limit}")
     with project.lock("stillroom eval"), stop_on_ctrl_c() as cancel:
         try:
-            result = run_with_progress(project, args.run, cancel, limit=args.limit, judge=args.judge)
+            result = run_with_progress(project, args.run_id, cancel, limit=args.limit, judge=args.judge)
         except Cancelled:
             console(stderr=True).print("evaluation stopped; nothing written")
             return 130

@@ -12,7 +12,7 @@ HELP = ("export a run as a LoRA adapter, merged safetensors, a GGUF for llama.cp
 
 def add_arguments(parser) -> None:
     parser.add_argument("path", type=Path, help="project folder")
-    parser.add_argument("--run", default=None, help="run id (default: the latest run)")
+    parser.add_argument("--run", dest="run_id", default=None, metavar="RUN", help="run id (default: the latest run)")
     parser.add_argument("--format", "-f", dest="fmt", required=True,
                         choices=("adapter", "merged", "gguf", "ollama"), help="what to write")
     parser.add_argument("--quant", choices=("f16", "q8_0"), default="q8_0", help="GGUF weight type")
@@ -45,7 +45,7 @@ def run(args) -> int:
                 elif isinstance(event, events.Status):
                     bar.update(task, info=event.message)
             try:
-                result = export(project, args.run, args.fmt, quant=args.quant, dtype=args.dtype,
+                result = export(project, args.run_id, args.fmt, quant=args.quant, dtype=args.dtype,
                                 check=not args.no_check, check_limit=args.check_limit, out_dir=args.out,
                                 on_event=on_event, cancel=cancel)
             except Cancelled:
