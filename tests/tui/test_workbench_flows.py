@@ -7,7 +7,7 @@ import sys
 import pytest
 from textual.widgets import Input, TextArea
 
-from conftest import MARKUP_TEXT, fake_teacher_factory, synthetic_rows, task_ready, wait_for
+from workbench import MARKUP_TEXT, fake_teacher_factory, synthetic_rows, task_ready, wait_for
 from stillroom.core import records
 from stillroom.core.errors import StillroomError
 from stillroom.core.lock import ProjectLock

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MARKUP_TEXT, synthetic_rows, task_ready
+from workbench import MARKUP_TEXT, synthetic_rows, task_ready
 from stillroom.core import records
 from stillroom.core.project import Project
 from stillroom.tui import settings

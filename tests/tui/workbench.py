@@ -1,0 +1,57 @@
+"""Shared pieces of the workbench tests (a uniquely named module: other test folders have a conftest too)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/ for fakes
+
+from fakes import FakeTeacher  # noqa: E402
+from stillroom.core import records  # noqa: E402
+from stillroom.core.project import Project  # noqa: E402
+
+MARKUP_TEXT = "Refund [bold red]now[/bold red] or see [link=https://example.com]x[/link] — ünïcødé 日本語"
+
+
+def fake_teacher_factory(project):
+    return FakeTeacher(labels=project.config.task.labels)
+
+
+def synthetic_rows(n: int = 30) -> list[dict]:
+    """Deterministic generated rows: kept, rejected (with and without an answer), one with markup."""
+    labels = ["billing", "shipping", "technical", "account"]
+    system = "Route the support ticket to one team."
+    rows = []
+    for i in range(n):
+        label = labels[i % 4]
+        text = f"Ticket {i}: a question about {label} number {i * 7 % 13}"
+        if i == 3:
+            text = MARKUP_TEXT
+        if i == 5:
+            text = "A very long ticket " + "that goes on and on " * 40
+        row = records.make_row(text, label, system, id=f"syn-{i:06d}", status="kept", reason="",
+                               scores={"dup": round((i % 9) / 10, 2)},
+                               meta={"teacher": "fake", "intended_label": label, "time": 1700000000 + i})
+        if i % 6 == 4:
+            row["status"], row["reason"] = "rejected", "label-disagree"
+            row["meta"]["teacher_label"] = labels[(i + 1) % 4]
+        if i % 10 == 9:
+            row["status"], row["reason"] = "rejected", "near-dup"
+            row["messages"] = row["messages"][:-1]
+        rows.append(row)
+    return rows
+
+
+async def wait_for(pilot, condition, timeout: float = 10.0, step: float = 0.05):
+    import time
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await pilot.pause(step)
+
+
+def task_ready(app) -> bool:
+    """The project is open and the Task screen has drawn its seeds."""
+    if app.current_mode != "task" or type(app.screen).__name__ != "TaskScreen":
+        return False
+    tables = app.screen.query("#seeds")
+    return bool(tables) and bool(tables.first().columns)
