@@ -76,6 +76,7 @@ class LlamaCppModel:
         self._lock = threading.Lock()    # one decode at a time per loaded model
         self._score_lock = threading.Lock()
         self.parallel = max(1, int(parallel))   # sequences decoded together by the batched path
+        self.prefix_cache = True                # batched path: reuse a slot's cached prompt prefix
         self._engine: Optional[_BatchEngine] = None
         self._engine_lock = threading.Lock()
 
@@ -441,7 +442,7 @@ class _BatchEngine:
                 continue
             best, keep = free[0], -1
             for slot in free:
-                shared = _common_prefix(slot.cached, request.tokens)
+                shared = _common_prefix(slot.cached, request.tokens) if self.model.prefix_cache else 0
                 if shared > keep:
                     best, keep = slot, shared
             keep = min(keep, len(request.tokens) - 1)   # re-decode at least one token for fresh logits

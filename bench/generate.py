@@ -1,0 +1,143 @@
+"""Teacher throughput: Stillroom's generation pipeline against a plain llama-cpp-python loop.
+
+Same model (the bundled Gemma 3 270M teacher), same prompts, same sampling settings, one process, one
+run. The pipeline writes rows for the demo tickets as a `qa` task (both the new input and its answer are
+sampled text, so every teacher second is token generation, as in the plain loop); a recording wrapper
+keeps every prompt and setting the pipeline sent, and the plain loop replays exactly those through
+`Llama.create_completion`. Then the pipeline runs again with K candidates in flight on the batched
+llama.cpp engine, with and without prompt-prefix reuse between candidates.
+
+    python bench/generate.py [--rows 24] [--k 8] [--threads N]
+
+--threads sets llama.cpp's CPU threads for both sides (default: all cores). On a machine shared with
+other work, 1 thread avoids llama.cpp's spinning thread barriers stalling on a busy core.
+
+Ends with: RATIOS generate: single=<pipeline/plain tok/s, K=1> batched=<pipeline K / plain> ...
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import _common  # noqa: F401  (paths, offline)
+from _common import Timer, machine, ratios
+
+
+class Recording:
+    """Forwards to the teacher, keeping each completion request (prompt and settings)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.calls = []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def complete(self, prompt, params, on_token=None, cancel=None):
+        self.calls.append((prompt, params))
+        return self.inner.complete(prompt, params, on_token=on_token, cancel=cancel)
+
+
+def make_project(folder: Path, k: int, rows_cfg: dict):
+    from stillroom.core.project import Project
+    project = Project.create(folder, demo=True)
+    cfg = project.config
+    cfg.task.type = "qa"
+    cfg.teacher.max_in_flight = k
+    for key, value in rows_cfg.items():
+        setattr(cfg.generation, key, value)
+    cfg.generation.max_attempts_factor = 50
+    project.save_config()
+    return Project.open(project.root)
+
+
+THREADS = 0
+
+
+def run_pipeline(folder, k, rows, settings, model_path, *, prefix_cache=True):
+    from stillroom.core.backends.llamacpp import LlamaCppModel
+    from stillroom.core.generate import generate
+    project = make_project(folder, k, settings)
+    teacher = LlamaCppModel(model_path, name="gemma-3-270m", is_base=True, parallel=k, n_threads=THREADS)
+    teacher.prefix_cache = prefix_cache
+    if k > 1:   # start the engine (its context) before the clock, as the model load is
+        teacher.complete_batch(["warm up"], settings_params(1))
+    recording = Recording(teacher)
+    with Timer() as t:
+        result = generate(project, rows, teacher=recording)
+    teacher.close()
+    tokens = result.teacher_tokens
+    return dict(seconds=t.seconds, tokens=tokens, tps=tokens / t.seconds, rows=result.kept,
+                candidates=result.kept + result.rejected, rows_per_s=result.kept / t.seconds,
+                calls=recording.calls)
+
+
+def settings_params(n):
+    from stillroom.core.backends.base import SamplingParams
+    return SamplingParams(max_tokens=n)
+
+
+def run_plain(model_path, calls):
+    """The plain loop: llama-cpp-python's Llama over the same prompts and settings, nothing else."""
+    from llama_cpp import Llama
+    llm = Llama(model_path=str(model_path), n_ctx=2048, n_threads=THREADS or os.cpu_count(), seed=0,
+                verbose=False)
+    llm.create_completion("warm up", max_tokens=1)
+    tokens = 0
+    with Timer() as t:
+        for prompt, p in calls:
+            out = llm.create_completion(prompt, max_tokens=p.max_tokens, temperature=p.temperature,
+                                        top_p=p.top_p, stop=list(p.stop) or None, seed=p.seed,
+                                        **({"top_k": 1} if p.temperature <= 0 else {}))
+            tokens += out["usage"]["completion_tokens"]
+    llm.close()
+    return dict(seconds=t.seconds, tokens=tokens, tps=tokens / t.seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=24, help="kept rows per pipeline run")
+    parser.add_argument("--k", type=int, default=8, help="candidates in flight for the batched run")
+    parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = all cores)")
+    args = parser.parse_args()
+    global THREADS
+    THREADS = args.threads
+    from stillroom.core.models import bundled_path
+    model_path = bundled_path("gemma-3-270m")
+    settings = dict(max_input_tokens=48, max_output_tokens=32, seed=0)
+    print(f"machine: {machine()}; model: {model_path.name}; rows: {args.rows}; "
+          f"threads: {THREADS or os.cpu_count()}", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="stillroom-bench-"))
+
+    single = run_pipeline(tmp / "single", 1, args.rows, settings, model_path)
+    print(f"stillroom K=1        : {single['tokens']} tok in {single['seconds']:.1f} s = {single['tps']:.1f} tok/s, "
+          f"{single['rows_per_s']:.3f} rows/s ({single['candidates']} candidates, {len(single['calls'])} calls)",
+          flush=True)
+    plain1 = run_plain(model_path, single["calls"])
+    print(f"plain llama-cpp loop : {plain1['tokens']} tok in {plain1['seconds']:.1f} s = {plain1['tps']:.1f} tok/s",
+          flush=True)
+    batched = run_pipeline(tmp / "batched", args.k, args.rows, settings, model_path)
+    print(f"stillroom K={args.k}        : {batched['tokens']} tok in {batched['seconds']:.1f} s = "
+          f"{batched['tps']:.1f} tok/s, {batched['rows_per_s']:.3f} rows/s ({batched['candidates']} candidates)",
+          flush=True)
+    nocache = run_pipeline(tmp / "nocache", args.k, args.rows, settings, model_path, prefix_cache=False)
+    print(f"stillroom K={args.k}, no prefix reuse: {nocache['tokens']} tok in {nocache['seconds']:.1f} s = "
+          f"{nocache['tps']:.1f} tok/s, {nocache['rows_per_s']:.3f} rows/s", flush=True)
+    plain2 = run_plain(model_path, single["calls"])
+    print(f"plain llama-cpp loop (again): {plain2['tps']:.1f} tok/s", flush=True)
+    single2 = run_pipeline(tmp / "single2", 1, args.rows, settings, model_path)
+    print(f"stillroom K=1 (again): {single2['tps']:.1f} tok/s", flush=True)
+    plain = (plain1["tps"] + plain2["tps"]) / 2
+    mine = (single["tps"] + single2["tps"]) / 2
+    print(f"(plain and K=1 each run twice, interleaved with the others, and averaged: the machine is shared)")
+    ratios("generate", single=mine / plain, batched=batched["tps"] / plain,
+           batched_rows=batched["rows_per_s"] / ((single["rows_per_s"] + single2["rows_per_s"]) / 2),
+           prefix_reuse=batched["tps"] / nocache["tps"], plain_tps=plain, single_tps=mine,
+           batched_tps=batched["tps"])
+
+
+if __name__ == "__main__":
+    main()

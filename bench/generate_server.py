@@ -1,0 +1,101 @@
+"""Generation through the `openai` backend against llama-cpp-python's own OpenAI-compatible server.
+
+The script starts `python -m llama_cpp.server` with the bundled Gemma 3 270M teacher on 127.0.0.1,
+runs Stillroom's generation pipeline (demo tickets as a `qa` task, base model in completion mode) with
+K = 1, 2 and 4 requests in flight, then the same with two servers (one thread each) used round-robin,
+and replays the K=1 run's requests with a plain `openai` client loop as the yardstick.
+
+    python bench/generate_server.py [--rows 12] [--threads N]
+
+Ends with: RATIOS generate_server: k1=<rows/s> k2=... k4=... plain_vs_k1=<tok/s ratio> ...
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import _common  # noqa: F401
+from _common import Timer, machine, ratios
+from _server import LlamaServer
+from generate import Recording
+
+
+def make_project(folder: Path, url: str, servers: list, k: int):
+    from stillroom.core.project import Project
+    project = Project.create(folder, demo=True)
+    cfg = project.config
+    cfg.task.type = "qa"
+    cfg.teacher.model, cfg.teacher.model_name, cfg.teacher.mode = f"openai:{url}", "teacher", "completion"
+    cfg.teacher.servers, cfg.teacher.max_in_flight = servers, k
+    cfg.generation.max_input_tokens, cfg.generation.max_output_tokens = 48, 32
+    cfg.generation.max_attempts_factor = 50
+    project.save_config()
+    return Project.open(project.root)
+
+
+def run(folder, urls, k, rows):
+    from stillroom.core.backends import load_teacher
+    from stillroom.core.generate import generate
+    project = make_project(folder, urls[0], urls[1:], k)
+    teacher = Recording(load_teacher(project))
+    with Timer() as t:
+        result = generate(project, rows, teacher=teacher)
+    teacher.close()
+    return dict(rows_per_s=result.kept / t.seconds, tps=result.teacher_tokens / t.seconds,
+                seconds=t.seconds, calls=teacher.calls, candidates=result.kept + result.rejected)
+
+
+def plain(url, calls):
+    import openai
+    client = openai.OpenAI(base_url=url, api_key="none", max_retries=0)
+    tokens = 0
+    with Timer() as t:
+        for prompt, p in calls:
+            out = client.completions.create(model="teacher", prompt=prompt, max_tokens=p.max_tokens,
+                                            temperature=p.temperature, top_p=p.top_p,
+                                            stop=list(p.stop) or None, seed=p.seed)
+            tokens += out.usage.completion_tokens
+    return tokens / t.seconds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=12)
+    parser.add_argument("--threads", type=int, default=0, help="threads of the single server (0 = all "
+                        "cores); each of the two servers gets half")
+    args = parser.parse_args()
+    from stillroom.core.models import bundled_path
+    model = bundled_path("gemma-3-270m")
+    cores = args.threads or len(os.sched_getaffinity(0))
+    print(f"machine: {machine()}; model: {model.name}; rows per run: {args.rows}", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="stillroom-bench-"))
+    out = {}
+    with LlamaServer(model, alias="teacher", n_ctx=2048, threads=cores, log=tmp / "server.log") as server:
+        for k in (1, 2, 4):
+            out[k] = run(tmp / f"k{k}", [server.url], k, args.rows)
+            print(f"one server, K={k}: {out[k]['rows_per_s']:.3f} rows/s, {out[k]['tps']:.1f} tok/s "
+                  f"({out[k]['candidates']} candidates in {out[k]['seconds']:.1f} s)", flush=True)
+        base = plain(server.url, out[1]["calls"])
+        print(f"plain openai client loop over the K=1 requests: {base:.1f} tok/s", flush=True)
+    two = {}
+    servers = [LlamaServer(model, alias="teacher", n_ctx=2048, threads=max(1, cores // 2),
+                           log=tmp / f"server{i}.log") for i in range(2)]
+    try:
+        for s in servers:
+            s.start()
+        for k in (2, 4):
+            two[k] = run(tmp / f"two-k{k}", [s.url for s in servers], k, args.rows)
+            print(f"two servers ({max(1, cores // 2)} thread each), K={k}: {two[k]['rows_per_s']:.3f} rows/s, "
+                  f"{two[k]['tps']:.1f} tok/s", flush=True)
+    finally:
+        for s in servers:
+            s.stop()
+    ratios("generate_server", k1=out[1]["rows_per_s"], k2=out[2]["rows_per_s"], k4=out[4]["rows_per_s"],
+           k4_vs_k1=out[4]["rows_per_s"] / out[1]["rows_per_s"], k1_vs_plain=out[1]["tps"] / base,
+           two_servers_k4=two[4]["rows_per_s"])
+
+
+if __name__ == "__main__":
+    main()
