@@ -90,7 +90,6 @@ STILLROOM_CONTRAST = Theme(
     background="#000000",
     surface="#000000",
     panel="#1a1a1a",
-    boost="#ffffff 8%",
     success="#3dff6e",
     warning="#ffd400",
     error="#ff5a5a",

@@ -59,8 +59,8 @@ def configure(project: Project, student: Path) -> Project:
     config = project.config
     config.student.model = str(student)
     t = config.training
-    t.max_steps, t.batch_size, t.max_length = 24, 4, 64
-    t.logging_steps, t.eval_steps, t.save_steps = 1, 4, 4
+    t.max_steps, t.batch_size, t.max_length = 40, 4, 384
+    t.logging_steps, t.eval_steps, t.save_steps = 1, 5, 20
     t.lora_rank = 4
     config.evaluation.max_tokens = 8
     config.evaluation.max_examples = 6

@@ -130,7 +130,7 @@ class ChatScreen(WorkbenchScreen):
             runs = [r.run_id for r in list_runs(self.project) if r.output_dir is not None]
         except Exception:  # noqa: BLE001
             runs = []
-        options = [(f"run {r}", r) for r in reversed(runs)] + [("no run: the untrained student", NO_RUN)]
+        options = [(r, r) for r in reversed(runs)] + [("no run: the untrained student", NO_RUN)]
         select = self.query_one("#chat-run", Select)
         choice = prefer if prefer in runs else (self.run_id if self.run_id in runs else
                                                 (runs[-1] if runs else NO_RUN))
@@ -155,12 +155,15 @@ class ChatScreen(WorkbenchScreen):
             self.load_runs(run_id)
 
     def on_select_changed(self, event: Select.Changed) -> None:
-        if event.select.id != "chat-run" or event.value == Select.BLANK:
+        value = event.select.value          # the current value: a queued Changed may be stale
+        if event.select.id != "chat-run" or value == Select.BLANK:
+            return
+        if (None if value == NO_RUN else str(value)) == self.run_id:
             return
         if self.streaming:
             self.notify("Wait for the answers (or press esc) before switching runs.", severity="warning")
             return
-        self.use_run(str(event.value))
+        self.use_run(str(value))
         self.query_one("#prompt", Input).focus()
 
     def new_conversation(self) -> None:

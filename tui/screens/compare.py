@@ -45,13 +45,14 @@ class CompareScreen(WorkbenchScreen):
     CompareScreen #cmp-top { height: 1; padding: 0 1; margin-top: 1; }
     CompareScreen #cmp-top Label { width: auto; padding: 0 1 0 0; }
     CompareScreen #cmp-run { width: 36; margin-right: 2; }
-    CompareScreen #cmp-progress { width: 30; margin-right: 1; }
+    CompareScreen #cmp-progress { width: 30; margin-right: 1; display: none; }
+    CompareScreen.-running #cmp-progress { display: block; }
     CompareScreen #cmp-progress Bar { width: 1fr; }
     CompareScreen #cmp-state { width: 1fr; color: $text-muted; }
     CompareScreen #cmp-headline { height: 4; padding: 0 1; margin-top: 1; background: $surface; }
     CompareScreen #cmp-filters { height: 1; padding: 0 1; margin-top: 1; }
     CompareScreen #cmp-chips { width: 1fr; }
-    CompareScreen #cmp-search { width: 30; }
+    CompareScreen #cmp-search { width: 24; }
     CompareScreen #cmp-table { height: 1fr; margin-top: 1; background: $surface; }
     CompareScreen #cmp-preview { height: 5; padding: 0 1; border-top: hkey $panel-lighten-1; }
     """
@@ -60,10 +61,9 @@ class CompareScreen(WorkbenchScreen):
     BINDINGS = [
         Binding("e", "evaluate", "Evaluate"),
         Binding("x", "stop", "Stop"),
-        *[Binding(key, f"filter('{name}')", compare.FILTERS[name].capitalize(), show=key != "a")
-          for key, name in FILTER_KEYS],
+        *[Binding(key, f"filter('{name}')", KEY_NAMES[name], show=key != "a") for key, name in FILTER_KEYS],
         Binding("slash", "search", "Search", key_display="/"),
-        Binding("enter", "open", "Side by side", show=False),
+        Binding("enter", "open", "Answers"),
         Binding("escape", "focus_table", "Table", show=False),
     ]
 
@@ -140,11 +140,12 @@ class CompareScreen(WorkbenchScreen):
             self.load_runs(jobs.selected_run(self.app) or self.run_id)
 
     def on_select_changed(self, event: Select.Changed) -> None:
-        if event.select.id == "cmp-run" and event.value != Select.BLANK:
+        value = event.select.value          # the current value: a queued Changed may be stale
+        if event.select.id == "cmp-run" and value != Select.BLANK and value != self.run_id:
             if self.running:
                 self.notify("An evaluation is running; its results appear when it ends.", severity="warning")
                 return
-            self.show_run(str(event.value))
+            self.show_run(str(value))
 
     def show_run(self, run_id: str | None) -> None:
         from stillroom.core.evaluate import read_eval
@@ -203,7 +204,7 @@ class CompareScreen(WorkbenchScreen):
         counts = compare.counts(rows)
         chips = Text()
         for key, name in FILTER_KEYS:
-            label = f" {key} {compare.FILTERS[name]} {counts[name]} "
+            label = f" {key} {CHIPS[name]} {counts[name]} "
             chips.append(label, style="reverse bold" if name == self.filter else "")
             chips.append(" ")
         self.query_one("#cmp-chips", Static).update(chips)
@@ -312,6 +313,7 @@ class CompareScreen(WorkbenchScreen):
         self.progress_text = "starting…"
         self.query_one("#cmp-progress", ProgressBar).update(total=None, progress=0)
         self.app.set_job("evaluating")
+        self.add_class("-running")
         self.worker = self._evaluate(self.run_id, self.cancel)
         self.tick()
 
@@ -355,6 +357,7 @@ class CompareScreen(WorkbenchScreen):
             return
         event.stop()
         self.app.set_job("")
+        self.remove_class("-running")
         elapsed = jobs.fmt_seconds(time.monotonic() - (self.started_at or time.monotonic()))
         bar = self.query_one("#cmp-progress", ProgressBar)
         from stillroom.core.errors import Cancelled

@@ -65,7 +65,7 @@ def eval_summary(run_dir: Path) -> dict | None:
 class TrainScreen(WorkbenchScreen):
     DEFAULT_CSS = """
     TrainScreen #train-body { height: 1fr; }
-    TrainScreen #train-settings { width: 28; padding: 0 1; border-right: vkey $panel-lighten-1; }
+    TrainScreen #train-settings { width: 25; padding: 0 1; border-right: vkey $panel-lighten-1; }
     TrainScreen #train-settings Label { margin-top: 1; }
     TrainScreen #train-settings Input, TrainScreen #train-settings Select { width: 1fr; }
     TrainScreen #train-data { height: auto; color: $text-muted; }
@@ -75,9 +75,9 @@ class TrainScreen(WorkbenchScreen):
     TrainScreen #train-progress { width: 1fr; }
     TrainScreen #train-progress Bar { width: 1fr; }
     TrainScreen #train-state { width: 16; content-align: right middle; }
-    TrainScreen #runs-title { padding: 0 1; border-top: hkey $panel-lighten-1; height: 2; }
+    TrainScreen #runs-title { padding: 0 1; margin-top: 1; height: 1; }
     TrainScreen #runs { height: 9; background: $surface; }
-    TrainScreen #train-stats { width: 32; padding: 0 1; border-left: vkey $panel-lighten-1; }
+    TrainScreen #train-stats { width: 29; padding: 0 1; border-left: vkey $panel-lighten-1; }
     TrainScreen #train-numbers { height: auto; }
     """
     MODE = "train"
@@ -106,6 +106,7 @@ class TrainScreen(WorkbenchScreen):
         self.shape: ev.TrainStarted | None = None
         self.status = ""
         self.runs = []
+        self.view = None          # (RunSummary, metrics lines) of the highlighted run while idle
 
     @property
     def project(self):
@@ -138,7 +139,7 @@ class TrainScreen(WorkbenchScreen):
 
     def on_mount(self) -> None:
         table = self.query_one("#runs", DataTable)
-        table.add_columns("run", "method", "status", "step", "loss", "eval loss", "tuned", "gap closed")
+        table.add_columns("run", "status", "step", "loss", "val", "tuned", "gap")
         self.refresh_runs()
         self.refresh_numbers()
         self.refresh_data_line()
@@ -164,13 +165,13 @@ class TrainScreen(WorkbenchScreen):
             elif run.status in ("failed", "interrupted"):
                 status.stylize(themes.color(self.app, "mark-wrong"))
             table.add_row(
-                Text(run.run_id), run.method, status, f"{run.step}/{run.max_steps}",
+                Text(run.run_id), status, f"{run.step}/{run.max_steps}",
                 jobs.fmt_float(run.final_loss), jobs.fmt_float(run.final_eval_loss),
                 jobs.fmt_float(summary["tuned"]) if summary else "–",
                 (f"{summary['gap'] * 100:.0f}%" if summary and summary["gap"] is not None else "–"),
                 key=run.run_id)
         self.query_one("#runs-title", Static).update(
-            f"Runs ({len(self.runs)})  enter compare · r resume · e export · h chat")
+            f"Runs ({len(self.runs)})   enter compare · r resume · e export · h chat")
         if current and current in {r.run_id for r in self.runs}:
             table.move_cursor(row=table.get_row_index(current))
         self.show_highlighted()
@@ -205,7 +206,10 @@ class TrainScreen(WorkbenchScreen):
             chart.clear(title="no runs yet: press s to train")
             return
         from stillroom.core.train import read_metrics
-        chart.load(read_metrics(run.path), run.max_steps, f"{run.run_id} · {run.status}")
+        lines = read_metrics(run.path)
+        chart.load(lines, run.max_steps, f"{run.run_id} · {run.status}")
+        self.view = (run, lines)
+        self.refresh_numbers()
 
     # ------------------------------------------------------------------ numbers
     @property
@@ -237,6 +241,14 @@ class TrainScreen(WorkbenchScreen):
 
         last = self.last
         shape = self.shape
+        if not self.running and self.view is not None and (self.run_id is None or
+                                                           self.view[0].run_id != self.run_id):
+            self._numbers_of(self.view, row, muted)
+            self.query_one("#train-numbers", Static).update(text)
+            self.query_one("#train-state", Static).update(Text(self.state, style=muted))
+            run = self.view[0]
+            self.query_one("#train-progress", ProgressBar).update(total=max(1, run.max_steps), progress=run.step)
+            return
         row("state", self.state, "bold")
         row("run", self.run_id or "–")
         if shape is not None:
@@ -273,6 +285,28 @@ class TrainScreen(WorkbenchScreen):
             bar.update(total=None if self.running else 1, progress=0)
 
     _lr: float | None = None
+
+    def _numbers_of(self, view, row, muted) -> None:
+        """The numbers of a past run (the highlighted one)."""
+        run, lines = view
+        last = next((m for m in reversed(lines) if m.get("loss") is not None), {})
+        row("state", self.state, "bold")
+        row("run", run.run_id)
+        row("status", run.status)
+        row("method", run.method)
+        row("step", f"{run.step} / {run.max_steps}", "bold")
+        row("epoch", f"{last['epoch']:.2f}" if last.get("epoch") is not None else "–")
+        row("loss", jobs.fmt_float(run.final_loss, 4), "bold")
+        row("eval loss", jobs.fmt_float(run.final_eval_loss, 4))
+        lr = last.get("learning_rate")
+        row("lr", f"{lr:.2e}" if lr is not None else "–")
+        tps = last.get("tokens_per_second")
+        row("tokens/s", f"{tps:,.0f}" if tps else "–")
+        row("elapsed", jobs.fmt_seconds(last.get("elapsed")) if last.get("elapsed") is not None else "–")
+        summary = eval_summary(run.path)
+        if summary is not None:
+            row("tuned", f"{jobs.fmt_float(summary['tuned'])} {summary['metric']}")
+            row("gap closed", f"{summary['gap'] * 100:.0f}%" if summary["gap"] is not None else "–")
 
     # ------------------------------------------------------------------ settings
     def overrides(self) -> dict:

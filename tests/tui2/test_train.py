@@ -1,0 +1,64 @@
+"""Train screen driven by Pilot: start a run and watch loss points arrive, stop (a checkpoint is saved),
+resume to the end; the settings are checked before anything starts."""
+import json
+import time
+
+import pytest
+from textual.widgets import DataTable, Input
+
+from conftest import teacher_factory, wait_for
+from stillroom.tui.app import make_app
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(240)]
+
+
+async def test_train_stop_and_resume(project):
+    app = make_app(project.root, teacher_factory=teacher_factory)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.project is not None)
+        await pilot.press("4")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "TrainScreen")
+        screen = app.screen
+        from stillroom.tui.widgets.loss_chart import LossChart
+        chart = screen.query_one(LossChart)
+        # a bad setting is a dialog, not a traceback, and nothing starts
+        screen.query_one("#learning_rate", Input).value = "-1"
+        await pilot.press("s")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ErrorDialog")
+        await pilot.press("escape")
+        assert not screen.running
+        screen.query_one("#learning_rate", Input).value = "0.001"
+        await pilot.press("s")
+        assert screen.running
+        await wait_for(pilot, lambda: len(chart.train) >= 2, timeout=120)
+        assert screen.last is not None and screen.last.step >= 2
+        # the interface answers while torch trains in the other process
+        t0 = time.monotonic()
+        await pilot.press("t")
+        await pilot.pause()
+        assert time.monotonic() - t0 < 1.0
+        assert "step" in str(screen.query_one("#train-numbers").render())
+        await pilot.press("escape")
+        await pilot.press("x")
+        await wait_for(pilot, lambda: not screen.running, timeout=120)
+        assert screen.state == "stopped"
+        run_id = screen.run_id
+        state = json.loads((project.runs_dir / run_id / "state.json").read_text())
+        assert state["status"] == "stopped"
+        assert list((project.runs_dir / run_id / "checkpoints").glob("checkpoint-*"))
+        stopped_at = state["step"]
+        assert stopped_at < 40
+        from stillroom.core.project import Project
+        assert Project.open(project.root).config.training.learning_rate == 0.001   # the settings were saved
+        table = screen.query_one("#runs", DataTable)
+        assert table.row_count == 1
+        await pilot.press("r")
+        assert screen.running
+        await wait_for(pilot, lambda: not screen.running, timeout=150)
+        assert screen.state == "finished", screen.status
+        state = json.loads((project.runs_dir / run_id / "state.json").read_text())
+        assert state["status"] == "finished" and state["step"] == 40
+        assert (project.runs_dir / run_id / "adapter" / "adapter_config.json").exists()
+        assert max(s for s, _ in chart.train) == 40
+        assert min(s for s, _ in chart.train) == 1           # the resumed run shows its earlier points
+        assert chart.eval                                      # validation points too
