@@ -207,3 +207,17 @@ def test_demo_end_to_end_with_bundled_models_cli(tmp_path):
     compared = run_cli("compare", project.root, "--limit", "3", env={"COLUMNS": "400"})
     assert compared.returncode == 0, compared.stderr[-2000:]
     assert records.user_text(project.tests()[0])[:30] in compared.stdout
+
+
+def test_compare_cli_shows_rows_side_by_side_and_eval_errors_cleanly(project):
+    evaluate(project, teacher=oracle_for(project), limit=3)
+    done = run_cli("compare", project.root, "--run", "20250101-000000", env={"COLUMNS": "400"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert records.user_text(project.tests()[0])[:30] in done.stdout
+    assert "✓" in done.stdout                       # the oracle teacher is right
+    empty = Project.create(project.root.parent / "fresh", demo=True)
+    for command in ("eval", "compare", "export"):
+        args = ["--format", "gguf"] if command == "export" else []
+        failed = run_cli(command, empty.root, *args)
+        assert failed.returncode == 2 and "no training runs" in failed.stderr, failed.stderr[-2000:]
+        assert "Traceback" not in failed.stderr

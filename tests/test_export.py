@@ -152,3 +152,15 @@ def test_bad_format_and_full_finetune_adapter_errors(project, tmp_path):
     shutil.copytree(tiny_llama_dir(), full / "model")
     with pytest.raises(StillroomError, match="full fine-tune"):
         ex.export(project, run=full.name, fmt="adapter")
+
+
+def test_export_cli_writes_adapter_and_modelfile(project):
+    from conftest import run_cli
+    done = run_cli("export", project.root, "--format", "adapter")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "wrote" in done.stdout and "adapter" in done.stdout
+    done = run_cli("export", project.root, "--run", RUN, "--format", "ollama", "--no-check")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Modelfile" in done.stdout and "ollama create" in done.stdout
+    bad = run_cli("export", project.root, "--run", "nope", "--format", "gguf")
+    assert bad.returncode == 2 and "no such run" in bad.stderr
