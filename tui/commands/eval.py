@@ -71,17 +71,15 @@ def print_result(result) -> None:
     cols = table_columns(m)
     table = Table(title=f"run {m['run']} · {m['n']} test rows ({m['test_source']}) · {m['task_type']}",
                   title_justify="left")
-    table.add_column("model")
-    table.add_column("name", style="dim")
+    table.add_column("model", no_wrap=True)
     for c in cols:
-        table.add_column(metrics.METRIC_NAMES.get(c, c), justify="right",
+        table.add_column(metrics.METRIC_NAMES.get(c, c), justify="right", no_wrap=True,
                          style="bold" if c == m["headline"] else None)
-    table.add_column("s/answer", justify="right", style="dim")
+    table.add_column("s/answer", justify="right", style="dim", no_wrap=True)
     for key in MODELS:
         row = m["models"][key]
         cells = [str(row.get(c)) if c == "unparseable" else f"{row.get(c, 0):.3f}" for c in cols]
-        table.add_row(TITLES[key], Text(f"{row['name']} ({row['mode']})"), *cells,
-                      f"{row['seconds_per_answer']:.2f}")
+        table.add_row(TITLES[key], *cells, f"{row['seconds_per_answer']:.2f}")
     gap = m["gap_closed"]
     if gap["value"] is None:
         value = "undefined"
@@ -90,10 +88,15 @@ def print_result(result) -> None:
     else:
         value = fmt_pct(gap["value"])
     table.add_section()
-    table.add_row("gap closed", "95% CI" if gap.get("ci_low") is not None else "", value,
+    table.add_row("gap closed" + (" [95% CI]" if gap.get("ci_low") is not None else ""), value,
                   *[""] * len(cols))
     out = console()
     out.print(table)
+    names = Text("", style="dim")
+    for key in MODELS:
+        row = m["models"][key]
+        names.append(f"{TITLES[key]}: {row['name']} ({row['mode']})" + ("\n" if key != MODELS[-1] else ""))
+    out.print(names)
     line = verdict(gap)
     if line:
         out.print(line)
