@@ -142,11 +142,17 @@ class StillroomApp(App):
 
     def _add_mode(self, spec: ScreenSpec) -> None:
         def build() -> Screen:
+            from stillroom.tui.screens.base import PlaceholderScreen
             if spec.factory is None:
-                from stillroom.tui.screens.base import PlaceholderScreen
                 screen = PlaceholderScreen(spec.mode, spec.title, spec.hint)
             else:
-                screen = load_class(spec.factory)()
+                try:
+                    screen = load_class(spec.factory)()
+                except Exception as error:      # a broken screen must not take the workbench down
+                    from stillroom.tui.dialogs.error import save_traceback
+                    save_traceback(error)
+                    screen = PlaceholderScreen(spec.mode, spec.title,
+                                               f"It failed to load: {type(error).__name__}: {error}")
             self.screens_by_mode[spec.mode] = screen
             return screen
         self.add_mode(spec.mode, build)
@@ -235,7 +241,10 @@ class StillroomApp(App):
         for spec in [PROJECTS] + SCREENS:
             if spec.factory is None:
                 continue
-            cls = load_class(spec.factory)
+            try:
+                cls = load_class(spec.factory)
+            except Exception:
+                continue
             sections.append((f"{spec.key} {spec.title}", list(getattr(cls, "BINDINGS", []))))
         from stillroom.tui.widgets.row_table import RowTable
         sections.append(("Review table", RowTable.BINDINGS + [Binding("space", "", "Select / unselect row")]))

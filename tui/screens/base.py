@@ -50,5 +50,6 @@ class PlaceholderScreen(WorkbenchScreen):
 
     def compose_body(self) -> ComposeResult:
         from textual.widgets import Static
-        yield Static(f"The {self.LABEL} screen is not part of this version yet.\n{self.hint}",
-                     id="placeholder", markup=False)
+        message = (self.hint if self.hint.startswith("It failed") else
+                   f"The {self.LABEL} screen is not part of this version yet.\n{self.hint}")
+        yield Static(message, id="placeholder", markup=False)
