@@ -215,9 +215,10 @@ class Collator:
     row (transformers turns that into a block-diagonal causal mask, so rows never see each other) and no
     padding at all. group / pad: right-padding with an attention mask."""
 
-    def __init__(self, pad_id: int, mode: str = "pack"):
+    def __init__(self, pad_id: int, mode: str = "pack", select_logits: bool = False):
         self.pad_id = pad_id
         self.mode = mode
+        self.select_logits = select_logits
 
     def __call__(self, features: list[dict]) -> dict:
         import torch
@@ -229,14 +230,51 @@ class Collator:
                 row_labels[0] = IGNORE_INDEX
                 labels += row_labels
                 positions += list(range(len(f["input_ids"])))
-            return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
-                    "position_ids": torch.tensor([positions])}
-        width = max(len(f["input_ids"]) for f in features)
-        ids = [f["input_ids"] + [self.pad_id] * (width - len(f["input_ids"])) for f in features]
-        labels = [f["labels"] + [IGNORE_INDEX] * (width - len(f["labels"])) for f in features]
-        mask = [[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features]
-        return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
-                "attention_mask": torch.tensor(mask)}
+            batch = {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
+                     "position_ids": torch.tensor([positions])}
+        else:
+            width = max(len(f["input_ids"]) for f in features)
+            ids = [f["input_ids"] + [self.pad_id] * (width - len(f["input_ids"])) for f in features]
+            labels = [f["labels"] + [IGNORE_INDEX] * (width - len(f["labels"])) for f in features]
+            mask = [[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features]
+            batch = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
+                     "attention_mask": torch.tensor(mask)}
+        if self.select_logits:
+            batch["logits_to_keep"] = predicting_positions(batch["labels"])
+        return batch
+
+
+def predicting_positions(labels):
+    """Positions whose next token carries a label: the only places the LM head must run. Answers are
+    short next to prompts, so skipping the rest saves most of the vocabulary projection."""
+    return (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero().flatten()
+
+
+def selected_logits_loss(outputs, labels, num_items_in_batch=None):
+    """Cross-entropy over logits computed only at `predicting_positions(labels)` (Trainer's
+    compute_loss_func): the same value as the model's own shifted loss, for a fraction of the work."""
+    import torch.nn.functional as F
+    keep = predicting_positions(labels).to(labels.device)
+    targets = labels[:, keep + 1]
+    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1).to(logits.device),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
+    if num_items_in_batch is None:
+        count = (targets != IGNORE_INDEX).sum()
+    else:
+        count = num_items_in_batch
+    if hasattr(count, "to"):
+        count = count.to(loss.device)
+    return loss / count
+
+
+def supports_logits_to_keep(model) -> bool:
+    import inspect
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class _ListDataset:
@@ -726,6 +764,7 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
                           world_size=world_size))
 
     evaluate = bool(data.validation)
+    select_logits = supports_logits_to_keep(model)
     args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints"),
         per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
@@ -747,7 +786,8 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
                               elapsed_before=elapsed_before)
     trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(data.train),
                       eval_dataset=_ListDataset(data.validation) if evaluate else None,
-                      data_collator=Collator(tokenizer.pad_token_id, batching),
+                      data_collator=Collator(tokenizer.pad_token_id, batching, select_logits),
+                      compute_loss_func=selected_logits_loss if select_logits else None,
                       processing_class=tokenizer, callbacks=[callback])
     # Progress goes through engine events only: no printed log dicts, no tqdm bars.
     from transformers.trainer_callback import PrinterCallback, ProgressCallback

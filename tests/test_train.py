@@ -14,7 +14,8 @@ from stillroom.core import events, records
 from stillroom.core.errors import ConfigError, DataError, StillroomError
 from stillroom.core.project import Project
 from stillroom.core.train import (IGNORE_INDEX, Collator, last_checkpoint, list_runs, packing_isolates_rows,
-                                  read_metrics, render_row, render_rows, split_rows, train)
+                                  read_metrics, render_row, render_rows, selected_logits_loss, split_rows,
+                                  train)
 from tiny_models import build_tiny_llama
 
 
@@ -120,6 +121,26 @@ def test_packing_keeps_rows_apart(tiny, tokenizer):
         padded_loss = model(**padded, use_cache=False).loss
     assert torch.allclose(packed_loss, padded_loss, atol=1e-4)
     assert packing_isolates_rows(model, data.train)
+
+
+@pytest.mark.parametrize("mode", ["pack", "pad"])
+def test_loss_on_selected_logits_equals_the_full_loss(tiny, tokenizer, mode):
+    import torch
+    from stillroom.core.student import load_student
+    model, _ = load_student(str(tiny))
+    rows = [records.make_row("Where is my parcel?", "shipping"),
+            records.make_row("I forgot my password, help me log in please.", "account technical", system="Hi")]
+    data = render_rows(tokenizer, rows, [], 128)
+    full = Collator(tokenizer.pad_token_id, mode)(data.train)
+    selected = Collator(tokenizer.pad_token_id, mode, select_logits=True)(data.train)
+    labels = selected.pop("labels")
+    assert len(selected["logits_to_keep"]) < full["input_ids"].shape[1] // 3
+    with torch.no_grad():
+        expected = model(**full, use_cache=False).loss
+        outputs = model(**selected, use_cache=False)
+    assert torch.allclose(selected_logits_loss(outputs, labels), expected, atol=1e-5)
+    n = int((labels != IGNORE_INDEX).sum())
+    assert torch.allclose(selected_logits_loss(outputs, labels, torch.tensor(2 * n)), expected / 2, atol=1e-5)
 
 
 # ---------------------------------------------------------------- runs
