@@ -22,6 +22,10 @@ from stillroom.tui import jobs
 from stillroom.tui.screens.base import WorkbenchScreen
 
 FILTER_KEYS = [("a", "all"), ("w", "student-wrong"), ("t", "teacher-right"), ("d", "disagree")]
+CHIPS = {"all": "all", "student-wrong": "student wrong", "teacher-right": "teacher right, student wrong",
+         "disagree": "disagree with teacher"}
+KEY_NAMES = {"all": "All", "student-wrong": "Student wrong", "teacher-right": "Only teacher right",
+             "disagree": "Disagree"}
 MODEL_TITLES = {"teacher": "teacher", "base": "base", "tuned": "tuned"}
 
 

@@ -6,7 +6,7 @@ import time
 import pytest
 from textual.widgets import DataTable, Input
 
-from conftest import teacher_factory, wait_for
+from modelscreens import teacher_factory, wait_for
 from stillroom.tui.app import make_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(240)]

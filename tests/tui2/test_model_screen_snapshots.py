@@ -2,7 +2,7 @@
 side-by-side answers and the export dialog. Update with: pytest tests/tui2 --snapshot-update"""
 import pytest
 
-from conftest import teacher_factory, wait_for
+from modelscreens import teacher_factory, wait_for
 from stillroom.themes import THEMES
 from stillroom.tui.app import make_app
 

@@ -2,7 +2,7 @@
 import pytest
 from textual.widgets import DataTable
 
-from conftest import MARKUP, teacher_factory, wait_for
+from modelscreens import MARKUP, teacher_factory, wait_for
 from stillroom.tui.app import make_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -51,7 +51,7 @@ async def test_compare_filters_and_side_by_side(project_with_run):
 
 
 async def test_evaluate_a_run_from_the_screen(project_with_run, tiny_student):
-    from conftest import add_run
+    from modelscreens import add_run
     add_run(project_with_run, tiny_student, "20260102-090000-lora", evaluated=False)
     app = make_app(project_with_run.root, teacher_factory=teacher_factory)
     async with app.run_test(size=(120, 40)) as pilot:
