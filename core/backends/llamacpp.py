@@ -298,7 +298,11 @@ class LlamaCppModel:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
-        return Completion(text="".join(pieces), finish_reason=finish, prompt_tokens=prompt_tokens,
+        text = "".join(pieces)
+        if text and self.llm is not None:
+            # A streamed chunk can hold several tokens (held back at a UTF-8 or stop-string boundary).
+            count = max(count, len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)))
+        return Completion(text=text, finish_reason=finish, prompt_tokens=prompt_tokens,
                           completion_tokens=count, seconds=time.perf_counter() - start,
                           first_token_seconds=first, top_logprobs=logprobs or None)
 
