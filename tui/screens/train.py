@@ -236,7 +236,10 @@ class TrainScreen(WorkbenchScreen):
         text = Text()
 
         def row(name: str, value: str, style: str = "") -> None:
-            text.append(f"{name:<12}", style=muted)
+            if name == "run":              # the run id on a line of its own, above the numbers
+                text.append(value + "\n", style="bold")
+                return
+            text.append(f"{name:<11}", style=muted)
             text.append(value + "\n", style=style)
 
         last = self.last
@@ -249,11 +252,11 @@ class TrainScreen(WorkbenchScreen):
             run = self.view[0]
             self.query_one("#train-progress", ProgressBar).update(total=max(1, run.max_steps), progress=run.step)
             return
+        row("run", self.run_id or "new run")
         row("state", self.state, "bold")
-        row("run", self.run_id or "–")
         if shape is not None:
             row("device", f"{shape.device} {shape.precision}")
-            row("rows", f"{shape.train_rows} train · {shape.validation_rows} val")
+            row("rows", f"{shape.train_rows} + {shape.validation_rows} val")
         text.append("\n")
         row("step", f"{last.step} / {last.max_steps}" if last else "–", "bold")
         row("epoch", f"{last.epoch:.2f}" if last else "–")
@@ -290,8 +293,8 @@ class TrainScreen(WorkbenchScreen):
         """The numbers of a past run (the highlighted one)."""
         run, lines = view
         last = next((m for m in reversed(lines) if m.get("loss") is not None), {})
-        row("state", self.state, "bold")
         row("run", run.run_id)
+        row("state", self.state, "bold")
         row("status", run.status)
         row("method", run.method)
         row("step", f"{run.step} / {run.max_steps}", "bold")
