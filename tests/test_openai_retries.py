@@ -1,0 +1,103 @@
+"""Retries, backoff, Retry-After and timeouts of the openai backend, against a scripted HTTP server."""
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from stillroom.core.backends.base import SamplingParams
+from stillroom.core.config import TeacherConfig
+from stillroom.core.errors import ModelError
+from stillroom.core.models import resolve
+
+
+class Script(BaseHTTPRequestHandler):
+    plan: list = []          # per POST: 429, 503, "hang" or "ok"
+    seen: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        body = json.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        step = self.plan.pop(0) if self.plan else "ok"
+        self.seen.append(step)
+        if step == "hang":
+            time.sleep(3)
+            return
+        if isinstance(step, int):
+            self.send_response(step)
+            if step == 429:
+                self.send_header("Retry-After", "2")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for piece, finish in (("Hel", None), ("lo", "stop")):
+            chunk = {"id": "c", "object": "text_completion", "created": 0, "model": "m",
+                     "choices": [{"index": 0, "text": piece, "finish_reason": finish, "logprobs": None}]}
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Script)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    Script.plan, Script.seen = [], []
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def model(url, sleeps, **kw):
+    from stillroom.core.backends.openai import OpenAIModel
+    cfg = TeacherConfig(model=f"openai:{url}", model_name="m", **kw)
+    return OpenAIModel(resolve(cfg.model), cfg, sleep=sleeps.append)
+
+
+def test_429_and_5xx_are_retried_with_backoff_and_retry_after(server):
+    Script.plan = [429, 503, 502]
+    sleeps = []
+    out = model(server, sleeps).complete("x", SamplingParams(max_tokens=4))
+    assert out.text == "Hello" and Script.seen == [429, 503, 502, "ok"]
+    assert len(sleeps) == 3
+    assert sleeps[0] >= 2 * 0.75          # Retry-After: 2 honoured
+    assert sleeps[2] > sleeps[1] * 1.2     # exponential
+
+
+def test_gives_up_after_max_retries_with_one_line(server):
+    Script.plan = [500] * 10
+    sleeps = []
+    with pytest.raises(ModelError, match=r"no answer after 3 tries \(.*500") as err:
+        model(server, sleeps, max_retries=2).complete("x", SamplingParams(max_tokens=4))
+    assert len(Script.seen) == 3 and "\n" not in err.value.one_line()
+
+
+def test_a_hung_request_times_out_and_is_retried(server):
+    Script.plan = ["hang"]
+    sleeps = []
+    started = time.monotonic()
+    out = model(server, sleeps, timeout=0.5).complete("x", SamplingParams(max_tokens=4))
+    assert out.text == "Hello" and Script.seen == ["hang", "ok"]
+    assert time.monotonic() - started < 2.5
+
+
+def test_a_bad_request_is_not_retried(server):
+    Script.plan = [400]
+    with pytest.raises(ModelError, match=r"rejected the request \(400\)"):
+        model(server, []).complete("x", SamplingParams(max_tokens=4))
+    assert Script.seen == [400]
