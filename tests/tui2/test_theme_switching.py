@@ -1,0 +1,54 @@
+"""Themes: the Stillroom themes are registered, chosen from the command palette, remembered in the user
+config, and every model screen also works under Textual's own themes."""
+import pytest
+
+from modelscreens import teacher_factory, wait_for
+from stillroom.themes import THEMES
+from stillroom.tui import settings
+from stillroom.tui.app import make_app
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+
+async def test_pick_a_theme_from_the_palette_and_it_is_remembered(project_with_run):
+    app = make_app(project_with_run.root, teacher_factory=teacher_factory)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.project is not None)
+        assert {t.name for t in THEMES} <= set(app.available_themes)
+        assert app.theme == "stillroom-dark"
+        await pilot.press("4")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "TrainScreen")
+        await pilot.press("ctrl+p")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "CommandPalette")
+        await pilot.press(*"theme")
+        await pilot.pause(1.0)
+        await pilot.press("enter")          # "Theme: change the current theme" opens the theme list
+        await pilot.pause(1.0)
+        await pilot.press(*"stillroom-contrast")
+        await pilot.pause(1.0)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.theme == "stillroom-contrast")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "TrainScreen")
+    assert settings.theme() == "stillroom-contrast"
+    again = make_app()
+    async with again.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert again.theme == "stillroom-contrast"
+
+
+@pytest.mark.parametrize("theme", ["nord", "textual-light", "stillroom-light"])
+async def test_model_screens_under_any_theme(project_with_run, theme):
+    app = make_app(project_with_run.root, teacher_factory=teacher_factory)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.project is not None)
+        app.theme = theme
+        for key, name in (("4", "TrainScreen"), ("5", "CompareScreen"), ("6", "ChatScreen")):
+            await pilot.press(key)
+            await wait_for(pilot, lambda: type(app.screen).__name__ == name)
+            await pilot.pause(0.1)
+        await pilot.press("escape", "5", "enter")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "AnswersDialog")
+        await pilot.press("escape", "4", "e")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ExportDialog")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "TrainScreen")
