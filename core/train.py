@@ -391,8 +391,17 @@ def _truncate_metrics(run_dir: Path, step: int) -> list[dict]:
 def _alive(pid: int, host: str) -> bool:
     if host and host != socket.gethostname():
         return True
-    from .lock import _alive as alive
-    return alive(pid)
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
 
 
 def _run_status(state: dict) -> str:
@@ -650,7 +659,9 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
     rank, world_size = _world()
     main = rank == 0
 
-    resume_dir = _pick_resume(project, resume) if main else None
+    # Every rank reads the same folders before rank 0 writes anything (it first waits for all ranks to
+    # agree on the run folder), so every rank picks the same run to resume.
+    resume_dir = _pick_resume(project, resume)
     if resume_dir is not None and overrides and any(v is not None for v in overrides.values()):
         raise ConfigError("a resumed run keeps the settings it started with; drop the setting flags or "
                           "start a new run")
@@ -689,6 +700,8 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
     else:
         run_dir = None
     run_dir = Path(_agree(str(run_dir) if run_dir else None, world_size, device == "cpu"))
+    if resume_dir is not None and run_dir != resume_dir:
+        raise StillroomError(f"{resume_dir}: the training processes disagree on the run to resume")
     run_id = run_dir.name
 
     on_event(Status("loading the student"))
@@ -731,6 +744,7 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
     start_step = _checkpoint_step(checkpoint)
     writer = _RunWriter(run_dir, main)
     elapsed_before = 0.0
+    first_loss = None
     if main:
         if resume_dir is None:
             atomic_write_jsonl(run_dir / "data.jsonl",
@@ -752,6 +766,7 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
         else:
             kept = _truncate_metrics(run_dir, start_step)
             elapsed_before = float(kept[-1]["elapsed"]) if kept else 0.0
+            first_loss = next((m["loss"] for m in kept if m.get("loss") is not None), None)
         writer.state = _read_json(run_dir / "state.json") or {}
         writer.set_state(status="running", step=start_step, max_steps=max_steps, pid=os.getpid(),
                          host=socket.gethostname(), started=writer.state.get("started") or _now_iso())
@@ -826,6 +841,9 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
         step = start_step
         callback.cancelled = True
         writer.set_state(status="stopped", step=step)
+    except KeyboardInterrupt:
+        writer.set_state(status="stopped")
+        raise
     except BaseException as exc:
         writer.set_state(status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
         raise
@@ -842,7 +860,8 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
     del trainer
     return TrainResult(run_id=run_id, run_dir=run_dir, output_dir=output_dir, step=step, max_steps=max_steps,
                        final_loss=callback.last_loss, final_eval_loss=callback.last_eval,
-                       first_loss=callback.first_loss, cancelled=callback.cancelled, elapsed=elapsed,
+                       first_loss=callback.first_loss if first_loss is None else first_loss,
+                       cancelled=callback.cancelled, elapsed=elapsed,
                        tokens_per_second=callback.tokens_per_second, peak_memory_mb=peak,
                        train_rows=len(data.train), validation_rows=len(data.validation),
                        truncated=data.truncated)

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 def test_lora_on_bundled_smollm2_lowers_the_loss_and_the_adapter_generates(tmp_path):
     project = Project.create(tmp_path / "demo", demo=True)
     t = project.config.training
-    t.max_steps, t.batch_size, t.max_length = 6, 8, 128
+    t.max_steps, t.batch_size, t.max_length = 6, 4, 128
     t.learning_rate, t.warmup_ratio, t.logging_steps, t.eval_steps, t.save_steps = 1e-3, 0.0, 1, 6, 6
     project.save_config()
     project = Project.open(project.root)
