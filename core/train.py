@@ -712,7 +712,9 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
     set_seed(cfg.seed)
     # LoRA on a GPU keeps the frozen base in bf16/fp16; full fine-tuning keeps fp32 master weights and
     # trains in autocast.
-    load_dtype = precision if (cfg.method == "lora" and device != "cpu") else "fp32"
+    from .student import torch_dtype
+    load_dtype = torch_dtype(precision if (cfg.method == "lora" and device != "cpu") else "fp32")
+    # Loaded on the CPU; Trainer moves it to this process's device (cuda:<local rank> under DDP).
     model, tokenizer = load_student(str(folder), project_dir=project.root, device="cpu", dtype=load_dtype,
                                     for_training=True, chat_template=config.student.chat_template or None,
                                     trust_remote_code=config.student.trust_remote_code)
