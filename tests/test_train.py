@@ -74,6 +74,20 @@ def test_masks_cover_every_assistant_turn(tokenizer):
     assert "Where is my parcel?" in text and "The app crashes." in text
 
 
+def test_template_that_rewrites_earlier_turns_trains_the_last_answer(tokenizer):
+    """Some templates (reasoning models) render earlier assistant turns differently from the last one."""
+    import copy
+    tok = copy.deepcopy(tokenizer)
+    tok.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+        "{% if m['role'] == 'assistant' and not loop.last %}(earlier){% else %}{{ m['content'] }}{% endif %}"
+        "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    messages = [{"role": "user", "content": "Where is my parcel?"}, {"role": "assistant", "content": "shipping"},
+                {"role": "user", "content": "The app crashes."}, {"role": "assistant", "content": "technical"}]
+    rendered = render_row(tok, messages, 256)
+    assert labelled_text(tok, rendered) == "technical<|im_end|>"
+
+
 def test_truncation_is_counted_and_answerless_rows_dropped(tokenizer):
     long_user = "Where is my parcel? " * 40
     short = records.make_row("Where is my parcel?", "shipping")
