@@ -1,6 +1,7 @@
 """SVG snapshots of the Train, Compare and Chat screens in each Stillroom theme at 120x40, plus the
 side-by-side answers and the export dialog. Update with: pytest tests/tui2 --snapshot-update"""
 import pytest
+from textual.widgets import Input
 
 from modelscreens import teacher_factory, wait_for
 from stillroom.themes import THEMES
@@ -19,6 +20,8 @@ def goto(key: str, cls_name: str, theme: str, then=()):
         await wait_for(pilot, lambda: type(app.screen).__name__ == cls_name)
         for k in then:
             await pilot.press(k)
+        for box in app.screen.query(Input):
+            box.cursor_blink = False          # a blinking cursor would make the picture flicker
         await pilot.pause(0.3)
         await pilot.wait_for_scheduled_animations()
     return run_before

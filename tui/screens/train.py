@@ -107,6 +107,7 @@ class TrainScreen(WorkbenchScreen):
         self.status = ""
         self.runs = []
         self.view = None          # (RunSummary, metrics lines) of the highlighted run while idle
+        self.last_at = 0.0        # when the last step arrived (elapsed keeps counting between steps)
 
     @property
     def project(self):
@@ -268,7 +269,9 @@ class TrainScreen(WorkbenchScreen):
         row("lr", f"{lr:.2e}" if lr is not None else "–")
         row("tokens/s", f"{last.tokens_per_second:,.0f}" if last else "–")
         elapsed = last.elapsed if last else None
-        if self.running and self.started_at is not None and last is None:
+        if self.running and last is not None:
+            elapsed = last.elapsed + time.monotonic() - self.last_at      # keeps counting between steps
+        elif self.running and self.started_at is not None:
             elapsed = time.monotonic() - self.started_at
         row("elapsed", jobs.fmt_seconds(elapsed) if elapsed is not None else "–")
         row("eta", jobs.fmt_seconds(last.eta) if last and last.eta is not None and self.running else "–")
@@ -454,6 +457,7 @@ class TrainScreen(WorkbenchScreen):
             self.refresh_runs(select=event.run_id)
         elif isinstance(event, ev.TrainStep):
             self.last = event
+            self.last_at = time.monotonic()
             if event.loss is not None:
                 chart.add_train(event.step, event.loss)
             if event.learning_rate is not None:

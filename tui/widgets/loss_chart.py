@@ -64,6 +64,9 @@ class LossChart(PlotextPlot):
         if self.train:
             plt.plot([s for s, _ in self.train], [v for _, v in self.train], label="train",
                      color=self._rgb("chart-train"), marker="braille")
+            if len(self.train) < 3:          # a lone point is too small to see in braille
+                plt.scatter([s for s, _ in self.train], [v for _, v in self.train],
+                            color=self._rgb("chart-train"), marker="●")
         if self.eval:
             plt.plot([s for s, _ in self.eval], [v for _, v in self.eval], label="validation",
                      color=self._rgb("chart-eval"), marker="braille")
