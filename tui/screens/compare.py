@@ -82,6 +82,8 @@ class CompareScreen(WorkbenchScreen):
         self.cancel: threading.Event | None = None
         self.started_at: float | None = None
         self.progress_text = ""
+        self.input_width = 38
+        self.answer_width: int | None = None
 
     @property
     def project(self):
@@ -100,13 +102,27 @@ class CompareScreen(WorkbenchScreen):
         yield DataTable(id="cmp-table", cursor_type="row")
         yield Static("", id="cmp-preview")
 
+    def set_columns(self, width: int) -> None:
+        """Answer columns of 16 cells (12 when narrow); the input takes what is left."""
+        table = self.query_one("#cmp-table", DataTable)
+        answer = 16 if width >= 110 else 12
+        self.input_width = max(16, width - 4 - 4 * answer - 6 * 2 - 3)
+        self.answer_width = answer
+        table.clear(columns=True)
+        table.add_column("#", key="n", width=4)
+        table.add_column("input", key="input", width=self.input_width)
+        table.add_column("reference", key="reference", width=answer)
+        for key in ("teacher", "base", "tuned"):
+            table.add_column(MODEL_TITLES[key], key=key, width=answer)
+
+    def on_resize(self, event) -> None:
+        if getattr(self, "answer_width", None) is not None:
+            self.set_columns(event.size.width)
+            self.refresh_table()
+
     def on_mount(self) -> None:
         table = self.query_one("#cmp-table", DataTable)
-        table.add_column("#", key="n", width=4)
-        table.add_column("input", key="input", width=38)
-        table.add_column("reference", key="reference", width=16)
-        for key in ("teacher", "base", "tuned"):
-            table.add_column(MODEL_TITLES[key], key=key, width=16)
+        self.set_columns(self.app.size.width)
         self.load_runs(jobs.selected_run(self.app))
         self.set_interval(1.0, self.tick)
         table.focus()
@@ -215,12 +231,12 @@ class CompareScreen(WorkbenchScreen):
         self.shown = compare.filter_rows(rows, self.filter, self.search)
         right, wrong = themes.color(self.app, "mark-right"), themes.color(self.app, "mark-wrong")
         for row in self.shown:
-            cells = [Text(str(row.get("index", ""))), Text(one_line(row.get("input", ""), 38)),
-                     Text(one_line(row.get("reference", ""), 16))]
+            cells = [Text(str(row.get("index", ""))), Text(one_line(row.get("input", ""), self.input_width)),
+                     Text(one_line(row.get("reference", ""), self.answer_width))]
             for key in ("teacher", "base", "tuned"):
                 ok = compare.is_right(row, key)
                 cell = Text("✓ " if ok else "✗ ", style=right if ok else wrong)
-                cell.append(one_line(compare.answer(row, key), 14) or "(empty)")
+                cell.append(one_line(compare.answer(row, key), self.answer_width - 2) or "(empty)")
                 cells.append(cell)
             table.add_row(*cells, key=str(row.get("index")))
         self.refresh_preview()

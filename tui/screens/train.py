@@ -79,6 +79,8 @@ class TrainScreen(WorkbenchScreen):
     TrainScreen #runs { height: 9; background: $surface; }
     TrainScreen #train-stats { width: 29; padding: 0 1; border-left: vkey $panel-lighten-1; }
     TrainScreen #train-numbers { height: auto; }
+    TrainScreen.-narrow #train-settings { width: 18; }
+    TrainScreen.-narrow #train-stats { width: 23; }
     """
     MODE = "train"
     LABEL = "Train"
@@ -138,7 +140,11 @@ class TrainScreen(WorkbenchScreen):
                 yield Static("Now", classes="pane-title")
                 yield Static("", id="train-numbers")
 
+    def on_resize(self, event) -> None:
+        self.set_class(event.size.width < 110, "-narrow")
+
     def on_mount(self) -> None:
+        self.set_class(self.app.size.width < 110, "-narrow")
         table = self.query_one("#runs", DataTable)
         table.add_columns("run", "status", "step", "loss", "val", "tuned", "gap")
         self.refresh_runs()
