@@ -27,6 +27,7 @@ from .errors import Cancelled, ConfigError, StillroomError
 from .events import EvalFinished, EvalProgress, EventSink, Status, ignore
 from .fsio import atomic_write_jsonl, atomic_write_text
 from .project import Project, text_id
+from .labeling import LabelScorer, balanced_shots
 from .prompts import Prompter, ask
 
 MODELS = ("teacher", "base", "tuned")
@@ -227,6 +228,20 @@ class Evaluation:
         prompter = Prompter(task, mode)
         total = len(self.tests)
         self.on_event(EvalProgress("teacher", 0, total))
+        if task.type == "classification" and LabelScorer.available(teacher, mode):
+            # As in generation: a base teacher's label is scored (calibrated), not sampled.
+            scorer = LabelScorer(teacher, prompter, balanced_shots(self.pool, task.labels, gen.label_shots),
+                                 task.labels, task.system_prompt)
+            self.modes["teacher"] = "completion, calibrated label scoring"
+            for i, row in enumerate(self.tests):
+                self._check()
+                started = time.perf_counter()
+                label, probs = scorer.label(records.user_text(row))
+                self.outputs["teacher"][i] = {"text": label, "finish_reason": "stop", "tokens": 1,
+                                              "seconds": round(time.perf_counter() - started, 4), "batched": 1,
+                                              "label_probs": probs}
+                self.on_event(EvalProgress("teacher", i + 1, total))
+            return
         for i, row in enumerate(self.tests):
             self._check()
             shots = shots_for(self.pool, gen.few_shot, ev.seed, i)
