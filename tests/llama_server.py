@@ -34,7 +34,9 @@ class LlamaServer:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model), "--model_alias",
                self.alias, "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
-               "--verbose", "False"]
+               "--verbose", "False",
+               # its default cuts a streaming answer short whenever another request arrives
+               "--interrupt_requests", "False"]
         if self.threads:
             cmd += ["--n_threads", str(self.threads), "--n_threads_batch", str(self.threads)]
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -45,7 +45,8 @@ class Script(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
-        for piece, finish in (("Hel", None), ("lo", "stop")):
+        pieces = (("Hel", None),) if step == "cut" else (("Hel", None), ("lo", "stop"))
+        for piece, finish in pieces:
             chunk = {"id": "c", "object": "text_completion", "created": 0, "model": "m",
                      "choices": [{"index": 0, "text": piece, "finish_reason": finish, "logprobs": None}]}
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
@@ -101,3 +102,13 @@ def test_a_bad_request_is_not_retried(server):
     with pytest.raises(ModelError, match=r"rejected the request \(400\)"):
         model(server, []).complete("x", SamplingParams(max_tokens=4))
     assert Script.seen == [400]
+
+
+def test_a_stream_cut_short_is_retried_or_reported(server):
+    Script.plan = ["cut"]
+    out = model(server, []).complete("x", SamplingParams(max_tokens=4))
+    assert out.text == "Hello" and Script.seen == ["cut", "ok"]
+    # text already streamed to the caller cannot be taken back: a clear error instead of a repeat
+    Script.plan, Script.seen = ["cut"], []
+    with pytest.raises(ModelError, match="broke off midway"):
+        model(server, []).complete("x", SamplingParams(max_tokens=4), on_token=lambda piece: None)

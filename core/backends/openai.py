@@ -24,6 +24,10 @@ from .base import Completion, SamplingParams, TokenCallback
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
+class _Incomplete(Exception):
+    """The stream ended without a finish reason: the server dropped or interrupted the answer."""
+
+
 class OpenAIModel:
     supports_chat = True
     is_base = False
@@ -149,7 +153,7 @@ class OpenAIModel:
             streamed = []
             try:
                 return self._drain(call(client), on_token, cancel, chat, streamed)
-            except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+            except (openai.APIConnectionError, openai.APITimeoutError, _Incomplete) as exc:
                 last = (url, exc)
             except openai.APIStatusError as exc:
                 status = exc.status_code
@@ -167,8 +171,11 @@ class OpenAIModel:
                 retry_after = _retry_after(exc)
                 if retry_after is not None:
                     delay = max(delay, retry_after)
-            if streamed:
-                raise ModelError(f"{url}: the connection broke mid-answer ({_reason(last[1])})")
+            if streamed and on_token is not None:
+                # Text already shown cannot be taken back: say so rather than show it twice.
+                raise ModelError(f"{url}: the answer broke off midway ({_reason(last[1])})",
+                                 "llama-cpp-python's server interrupts a streaming answer when another "
+                                 "request arrives unless started with --interrupt_requests false")
             if attempt < self.max_retries:
                 self._sleep(min(delay, 20.0) * (0.75 + 0.5 * random.random()))
                 delay *= 2
@@ -179,7 +186,7 @@ class OpenAIModel:
     def _drain(self, stream, on_token, cancel, chat: bool, streamed: list) -> Completion:
         start = time.perf_counter()
         first = None
-        finish = "stop"
+        finish = None
         count = 0
         usage = None
         try:
@@ -204,6 +211,8 @@ class OpenAIModel:
                     break
         finally:
             stream.close()
+        if finish is None:
+            raise _Incomplete("the stream ended without a finish reason")
         prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
         completion_tokens = getattr(usage, "completion_tokens", 0) or count
         if finish not in ("stop", "length", "cancelled"):
@@ -231,6 +240,8 @@ def _reason(exc) -> str:
         cause = cause.__cause__
     if "timed out" in str(exc).lower() or type(exc).__name__.endswith("TimeoutError"):
         return "timed out"
+    if isinstance(exc, _Incomplete):
+        return str(exc)
     text = " ".join(str(cause).split()) or type(cause).__name__
     if "refused" in text.lower():
         return "connection refused"
