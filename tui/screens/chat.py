@@ -58,7 +58,7 @@ def speed_line(started: float, first: float | None, ended: float, tokens: int) -
     ttft = first - started
     rate = tokens / (ended - first) if ended - first > 1e-3 and tokens > 1 else 0.0
     rate_text = f"{rate:.1f} tok/s" if rate else "– tok/s"
-    return f"ttft {ttft:.2f}s · {rate_text} · {tokens} tokens"
+    return f"ttft {ttft:.2f}s · {rate_text} · {tokens} tok"
 
 
 class ChatScreen(WorkbenchScreen):
@@ -279,9 +279,8 @@ class ChatScreen(WorkbenchScreen):
             if not batcher.pieces and completion.text:
                 self.post_message(ChatChunk(column, completion.text))
             note = {"cancelled": "stopped", "length": "cut at max tokens"}.get(completion.finish_reason, "")
-            mode = f" · {slot.mode}"
             self.post_message(ChatDone(column, speed_line(started, batcher.first, ended,
-                                                          completion.completion_tokens) + mode, note))
+                                                          completion.completion_tokens), note))
         except BaseException as error:  # noqa: BLE001 - shown in the column and as a dialog
             self.post_message(ChatDone(column, "failed", "no answer", error=error))
 

@@ -41,6 +41,7 @@ class ChatColumn(Vertical):
 
     def begin(self, user: str) -> None:
         self.turns.append([user, "", ""])
+        self.note_text = ""
         self.stats_text = "waiting for the first token…"
         self.add_class("streaming")
         self.redraw()
