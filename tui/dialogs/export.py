@@ -98,7 +98,10 @@ class ExportDialog(ModalScreen[None]):
         self.query_one("#export-progress", ProgressBar).update(total=1, progress=0)
         self.show_help()
         self.set_interval(1.0, self.tick)
-        self.query_one(RadioSet).focus()
+        radios = self.query_one(RadioSet)
+        for _ in range([k for k, _t, _h in FORMATS].index("gguf")):
+            radios.action_next_button()          # the highlight starts on the chosen format
+        radios.focus()
 
     @property
     def format(self) -> str:
