@@ -475,6 +475,7 @@ class TrainScreen(WorkbenchScreen):
             chart.add_eval(event.step, event.eval_loss)
         elif isinstance(event, ev.CheckpointSaved):
             self.checkpoint = f"step {event.step}"
+            self.refresh_runs(select=self.highlighted_run_id())
         elif isinstance(event, ev.TrainFinished):
             self.state = "stopped" if event.cancelled else "finished"
         self.refresh_numbers()
