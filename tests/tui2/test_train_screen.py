@@ -39,6 +39,13 @@ async def test_train_stop_and_resume(project):
         assert time.monotonic() - t0 < 1.0
         assert "step" in str(screen.query_one("#train-numbers").render())
         await pilot.press("escape")
+        # quitting while a run is in progress asks first
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ConfirmDialog")
+        assert "training run is in progress" in str(app.screen.query_one("Static").render())
+        await pilot.press("n")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "TrainScreen")
+        assert screen.running
         await pilot.press("x")
         await wait_for(pilot, lambda: not screen.running, timeout=120)
         assert screen.state == "stopped"
