@@ -689,21 +689,6 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
     device = pick_device(cfg.device)
     precision = pick_precision(device, cfg.precision)
 
-    # The run folder: rank 0 names it, every rank learns the name.
-    if main:
-        if resume_dir is not None:
-            run_dir = resume_dir
-        else:
-            project.runs_dir.mkdir(parents=True, exist_ok=True)
-            run_dir = project.runs_dir / new_run_id(project.runs_dir, cfg.method)
-            run_dir.mkdir()
-    else:
-        run_dir = None
-    run_dir = Path(_agree(str(run_dir) if run_dir else None, world_size, device == "cpu"))
-    if resume_dir is not None and run_dir != resume_dir:
-        raise StillroomError(f"{resume_dir}: the training processes disagree on the run to resume")
-    run_id = run_dir.name
-
     on_event(Status("loading the student"))
     folder = student_folder(config.student.model, project_dir=project.root, on_event=on_event)
     quiet_transformers()
@@ -741,6 +726,22 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
             model = get_peft_model(model, lora)
     if cfg.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
+
+    # The run folder (made only once the student and the rows are ready): rank 0 names it, every
+    # rank learns the name.
+    if main:
+        if resume_dir is not None:
+            run_dir = resume_dir
+        else:
+            project.runs_dir.mkdir(parents=True, exist_ok=True)
+            run_dir = project.runs_dir / new_run_id(project.runs_dir, cfg.method)
+            run_dir.mkdir()
+    else:
+        run_dir = None
+    run_dir = Path(_agree(str(run_dir) if run_dir else None, world_size, device == "cpu"))
+    if resume_dir is not None and run_dir != resume_dir:
+        raise StillroomError(f"{resume_dir}: the training processes disagree on the run to resume")
+    run_id = run_dir.name
 
     checkpoint = last_checkpoint(run_dir) if resume_dir is not None else None
     start_step = _checkpoint_step(checkpoint)

@@ -276,6 +276,16 @@ def test_no_rows_is_a_clear_error(tmp_path, tiny):
         train(project, overrides={"method": "qlora"})
 
 
+def test_a_student_that_cannot_load_leaves_no_run_folder(tmp_path, tiny):
+    from stillroom.core.errors import ModelError
+    project = tiny_project(tmp_path, tiny)
+    project.config.student.model = str(tmp_path / "missing-model")
+    project.save_config()
+    with pytest.raises(ModelError, match="not found"):
+        train(Project.open(project.root))
+    assert project.run_dirs() == []
+
+
 def test_import_of_core_stays_light():
     code = ("import sys, stillroom.core.train, stillroom.core.student, stillroom.tui.commands.train\n"
             "bad = [m for m in ('torch', 'transformers', 'peft', 'rich', 'textual') if m in sys.modules]\n"
