@@ -789,7 +789,7 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay, warmup_steps=int(math.ceil(cfg.warmup_ratio * max_steps)),
         lr_scheduler_type="cosine", max_steps=max_steps,
-        logging_steps=cfg.logging_steps, logging_strategy="steps",
+        logging_steps=cfg.logging_steps, logging_strategy="steps", logging_first_step=True,
         eval_strategy="steps" if evaluate else "no", eval_steps=cfg.eval_steps,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
         seed=cfg.seed, data_seed=cfg.seed, report_to="none", disable_tqdm=True, log_level="error",

@@ -216,15 +216,17 @@ def test_run_writes_files_events_and_adapter(tmp_path, tiny):
 
 
 def test_full_finetune_and_length_grouping(tmp_path, tiny):
-    project = tiny_project(tmp_path, tiny, batching="group", validation_fraction=0.0)
-    result = train(project, overrides={"max_steps": 3, "method": "full"})
+    project = tiny_project(tmp_path, tiny, batching="group", validation_fraction=0.0, logging_steps=3)
+    result = train(project, overrides={"max_steps": 4, "method": "full"})
     assert result.output_dir == result.run_dir / "model" and result.validation_rows == 0
     names = {p.name for p in result.output_dir.iterdir()}
     assert {"model.safetensors", "config.json", "tokenizer_config.json"} <= names
     from stillroom.core.student import load_student
     model, tok = load_student(str(result.output_dir))
     assert tok.chat_template
-    assert [m["eval_loss"] for m in read_metrics(result.run_dir)] == [None, None, None]
+    metrics = read_metrics(result.run_dir)
+    assert [m["step"] for m in metrics] == [1, 3, 4]          # the first, every 3rd and the last step
+    assert [m["eval_loss"] for m in metrics] == [None, None, None]
 
 
 def test_cancel_stops_with_a_checkpoint_then_resume_finishes(tmp_path, tiny):
