@@ -209,7 +209,7 @@ class CompareScreen(WorkbenchScreen):
             good = gap["value"] >= 0.8
             text.append(f"{gap['value'] * 100:.0f}%", style=f"bold {themes.color(self.app, 'mark-right' if good else 'accent')}")
             if gap.get("ci_low") is not None:
-                text.append(f" [{gap['ci_low'] * 100:.0f}–{gap['ci_high'] * 100:.0f}]", style=muted)
+                text.append(f" [{gap['ci_low'] * 100:.0f}% to {gap['ci_high'] * 100:.0f}%]", style=muted)
         text.append("\n")
         text.append(f"{METRIC_NAMES.get(head, head)} on {m['n']} held-out examples ({m.get('test_source', '')})"
                     f" · run {m.get('run', self.run_id)} · {m['models']['tuned'].get('name', '')}", style=muted)
