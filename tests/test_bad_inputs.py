@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from clitools import run_cli
 from stillroom.core import records
 from stillroom.core.project import Project
 

@@ -11,7 +11,7 @@ from stillroom.core.evaluate import evaluate, read_eval, render_report, shot_poo
 from stillroom.core.events import EvalFinished, EvalProgress
 from stillroom.core.project import Project
 
-from conftest import run_cli
+from clitools import run_cli
 from tiny import tiny_adapter_dir, tiny_llama_dir
 
 LABELS = ["billing", "shipping", "technical", "account"]

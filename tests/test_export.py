@@ -155,7 +155,7 @@ def test_bad_format_and_full_finetune_adapter_errors(project, tmp_path):
 
 
 def test_export_cli_writes_adapter_and_modelfile(project):
-    from conftest import run_cli
+    from clitools import run_cli
     done = run_cli("export", project.root, "--format", "adapter")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "wrote" in done.stdout and "adapter" in done.stdout

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from clitools import run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -116,7 +116,7 @@ sys.path.insert(0, {tests!r})
 from test_generate_concurrent import SeededTeacher
 from stillroom.core.generate import generate
 from stillroom.core.project import Project
-generate(Project.open({root!r}), {target}, teacher=SeededTeacher(delay=0.01, dup_every=7))
+generate(Project.open({root!r}), {target}, teacher=SeededTeacher(delay=0.05, dup_every=7))
 """
 
 

@@ -5,7 +5,7 @@ import zipfile
 
 import pytest
 
-from conftest import REPO, run_cli
+from clitools import REPO, run_cli
 
 HEAVY = ["textual", "rich", "torch", "transformers", "peft", "llama_cpp"]
 

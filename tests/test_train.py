@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import REPO, run_cli
+from clitools import REPO, run_cli
 from stillroom.core import events, records
 from stillroom.core.errors import ConfigError, DataError, StillroomError
 from stillroom.core.project import Project

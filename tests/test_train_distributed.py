@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from clitools import REPO
 from stillroom.core.project import Project
 from stillroom.core.train import list_runs, read_metrics
 from tiny_models import build_tiny_llama

@@ -10,7 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-from conftest import SHARED_CACHE
+from clitools import SHARED_CACHE
 
 TINY_VERSION = "tiny-llama-v2"
 

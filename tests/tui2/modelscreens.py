@@ -33,7 +33,7 @@ class StreamingTeacher(FakeTeacher):
 
 
 def teacher_factory(project):
-    return StreamingTeacher(project.config.task.labels)
+    return StreamingTeacher(project.config.task.labels, delay_per_token=0.1)
 
 
 

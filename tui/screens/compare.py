@@ -125,6 +125,8 @@ class CompareScreen(WorkbenchScreen):
         self.set_columns(self.app.size.width)
         self.load_runs(jobs.selected_run(self.app))
         self.set_interval(1.0, self.tick)
+        # The right/wrong marks take their colours from the theme: redraw them when it changes.
+        self.watch(self.app, "theme", lambda _theme: self.refresh_table(), init=False)
         table.focus()
 
     # ------------------------------------------------------------------ runs
