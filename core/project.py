@@ -104,6 +104,12 @@ class Project:
                 system_prompt=("Route the support ticket to one team. Answer with exactly one label: "
                                "billing, shipping, technical or account."),
                 input_name="Ticket", output_name="Team")
+            # Measured on the demo: a short answer on ~40-80 rows needs more, larger steps than the
+            # general defaults give (15 steps at 2e-4 left the student answering in prose: 0.22
+            # accuracy; 50 steps at 1e-3 reached 0.97, in under 4 minutes on 2 CPU cores).
+            config.training.learning_rate = 1e-3
+            config.training.batch_size = 4
+            config.training.epochs = 5.0
         else:
             config.task = replace(TaskConfig(name=name or _slug(root.name), type=task_type),
                                   **_TASK_DEFAULTS[task_type])

@@ -41,6 +41,16 @@ def fixed_project(monkeypatch):
     shutil.rmtree(FIXED, ignore_errors=True)
 
 
+async def _settle(pilot):
+    """Let loaders finish and stop cursors blinking, so the picture is the same on every run."""
+    from textual.widgets import Input, TextArea
+    await pilot.app.workers.wait_for_complete()
+    for box in pilot.app.screen.query("Input, TextArea"):
+        box.cursor_blink = False
+    await pilot.pause(0.2)
+    await pilot.app.workers.wait_for_complete()
+
+
 async def _open(pilot):
     import asyncio
     for _ in range(200):
@@ -66,6 +76,7 @@ def test_task_screen(snap_compare, fixed_project):
     async def run_before(pilot):
         await _open(pilot)
         await pilot.press("down", "down")
+        await _settle(pilot)
     assert snap_compare(make_app(fixed_project.root), terminal_size=SIZE, run_before=run_before)
 
 
@@ -74,6 +85,7 @@ def test_seed_form(snap_compare, fixed_project):
         await _open(pilot)
         await pilot.press("down", "e")
         await pilot.pause()
+        await _settle(pilot)
     assert snap_compare(make_app(fixed_project.root), terminal_size=SIZE, run_before=run_before)
 
 
@@ -82,6 +94,7 @@ def test_generate_screen(snap_compare, fixed_project):
         await _open(pilot)
         await pilot.press("2")
         await pilot.pause()
+        await _settle(pilot)
     assert snap_compare(make_app(fixed_project.root), terminal_size=SIZE, run_before=run_before)
 
 
@@ -95,6 +108,7 @@ def test_review_screen(snap_compare, fixed_project):
             await pilot.pause(0.02)
         await pilot.press("down", "down", "down", "space", "space")
         await pilot.pause()
+        await _settle(pilot)
     assert snap_compare(make_app(fixed_project.root), terminal_size=SIZE, run_before=run_before)
 
 
@@ -103,4 +117,5 @@ def test_help_screen(snap_compare, fixed_project):
         await _open(pilot)
         await pilot.press("question_mark")
         await pilot.pause()
+        await _settle(pilot)
     assert snap_compare(make_app(fixed_project.root), terminal_size=SIZE, run_before=run_before)
