@@ -13,6 +13,9 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(240)]
 
 
 async def test_train_stop_and_resume(project):
+    steps = 150       # long enough that a fast machine cannot finish before the stop arrives
+    project.config.training.max_steps = steps
+    project.save_config()
     app = make_app(project.root, teacher_factory=teacher_factory)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: app.project is not None)
@@ -54,7 +57,7 @@ async def test_train_stop_and_resume(project):
         assert state["status"] == "stopped"
         assert list((project.runs_dir / run_id / "checkpoints").glob("checkpoint-*"))
         stopped_at = state["step"]
-        assert stopped_at < 40
+        assert stopped_at < steps
         from stillroom.core.project import Project
         assert Project.open(project.root).config.training.learning_rate == 0.001   # the settings were saved
         table = screen.query_one("#runs", DataTable)
@@ -64,8 +67,8 @@ async def test_train_stop_and_resume(project):
         await wait_for(pilot, lambda: not screen.running, timeout=150)
         assert screen.state == "finished", screen.status
         state = json.loads((project.runs_dir / run_id / "state.json").read_text())
-        assert state["status"] == "finished" and state["step"] == 40
+        assert state["status"] == "finished" and state["step"] == steps
         assert (project.runs_dir / run_id / "adapter" / "adapter_config.json").exists()
-        assert max(s for s, _ in chart.train) == 40
+        assert max(s for s, _ in chart.train) == steps
         assert min(s for s, _ in chart.train) == 1           # the resumed run shows its earlier points
         assert chart.eval                                      # validation points too
