@@ -1,5 +1,5 @@
-"""Start and stop llama-cpp-python's own OpenAI-compatible server on a free loopback port (a copy of
-tests/llama_server.py, so the benchmarks run without the tests folder)."""
+"""Start and stop llama-cpp-python's own OpenAI-compatible server on a free loopback port (the tests
+use this helper too)."""
 from __future__ import annotations
 
 import os
