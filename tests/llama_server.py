@@ -3,6 +3,6 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+sys.path.append(str(Path(__file__).resolve().parents[1] / "bench"))   # last: its module names stay out of the way
 
 from _server import LlamaServer, free_port  # noqa: E402,F401
