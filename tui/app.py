@@ -84,6 +84,9 @@ class StillroomApp(App):
         super().__init__()
         self.start_path = Path(path) if path else None
         self.teacher_factory = teacher_factory or default_teacher_factory
+        # An injected teacher is a Python object: jobs that would load the configured teacher in a child
+        # process (evaluation) run it in a thread instead.
+        self.teacher_injected = teacher_factory is not None
         self.project: Project | None = None
         self.lock = None
         self.screens_by_mode: dict[str, Screen] = {}

@@ -1,5 +1,8 @@
 """Compare: evaluate a run, read the headline (teacher · base · tuned · gap closed), and go through every
-test example side by side with filters; enter shows the three answers in full."""
+test example side by side with filters; enter shows the three answers in full.
+
+The evaluation runs in a child process (core.eval_process), so keys are answered at once while torch and
+llama.cpp use every core; only an injected teacher (see `begin`) makes it run in a thread."""
 from __future__ import annotations
 
 import threading
@@ -80,6 +83,7 @@ class CompareScreen(WorkbenchScreen):
         self.shown: list[dict] = []
         self.worker: Worker | None = None
         self.cancel: threading.Event | None = None
+        self.process = None           # EvalProcess, when the evaluation runs in a child process
         self.started_at: float | None = None
         self.progress_text = ""
         self.input_width = 38
@@ -312,7 +316,7 @@ class CompareScreen(WorkbenchScreen):
 
             def answered(yes: bool | None) -> None:
                 if yes:
-                    self.cancel.set()
+                    self.stop_job()
                     self.run_worker(self._restart_when_stopped(), group="evaluate-restart")
             self.app.push_screen(ConfirmDialog("An evaluation is running. Stop it and start again? Its answers "
                                                "so far are discarded.", yes="Restart", no="Keep it"), answered)
@@ -330,26 +334,39 @@ class CompareScreen(WorkbenchScreen):
         self.begin()
 
     def begin(self) -> None:
+        from stillroom.core.eval_process import EvalProcess
         self.cancel = threading.Event()
+        # The configured teacher is loaded by a child process, which keeps the interface responsive while
+        # torch and llama.cpp take every core. An injected teacher (tests, an embedding app) is a Python
+        # object that cannot cross into a child process, so then the evaluation runs in a thread here.
+        self.process = None if self.app.teacher_injected else EvalProcess(self.project.root, self.run_id)
         self.started_at = time.monotonic()
         self.progress_text = "starting…"
         self.query_one("#cmp-progress", ProgressBar).update(total=None, progress=0)
         self.app.set_job("evaluating")
         self.add_class("-running")
-        self.worker = self._evaluate(self.run_id, self.cancel)
+        self.worker = self._evaluate(self.run_id, self.cancel, self.process)
         self.tick()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="evaluate", name="evaluate")
-    def _evaluate(self, run_id: str, cancel: threading.Event):
-        from stillroom.core.evaluate import evaluate
+    def _evaluate(self, run_id: str, cancel: threading.Event, process):
         post = lambda e: self.post_message(EvalEvent(e))  # noqa: E731
+        if process is not None:
+            return process.evaluate(on_event=post)
+        from stillroom.core.evaluate import evaluate
         post(ev.Status("loading the teacher"))
         teacher = jobs.shared_teacher(self.app)
         return evaluate(self.project, run_id, on_event=post, cancel=cancel, teacher=teacher)
 
-    def action_stop(self) -> None:
-        if self.running and self.cancel is not None:
+    def stop_job(self) -> None:
+        if self.cancel is not None:
             self.cancel.set()
+        if self.process is not None:
+            self.process.stop()
+
+    def action_stop(self) -> None:
+        if self.running:
+            self.stop_job()
             self.progress_text = "stopping…"
             self.tick()
 
@@ -405,5 +422,5 @@ class CompareScreen(WorkbenchScreen):
         return "an evaluation is running (its answers so far are lost)" if self.running else None
 
     def flush(self) -> None:
-        if self.running and self.cancel is not None:
-            self.cancel.set()
+        if self.running:
+            self.stop_job()
