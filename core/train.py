@@ -747,7 +747,7 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
     start_step = _checkpoint_step(checkpoint)
     writer = _RunWriter(run_dir, main)
     elapsed_before = 0.0
-    first_loss = None
+    first_loss = last_loss = last_eval = None
     if main:
         if resume_dir is None:
             atomic_write_jsonl(run_dir / "data.jsonl",
@@ -770,6 +770,9 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
             kept = _truncate_metrics(run_dir, start_step)
             elapsed_before = float(kept[-1]["elapsed"]) if kept else 0.0
             first_loss = next((m["loss"] for m in kept if m.get("loss") is not None), None)
+            # A session that trains no step (resumed at its last checkpoint) still reports the run's losses.
+            last_loss = next((m["loss"] for m in reversed(kept) if m.get("loss") is not None), None)
+            last_eval = next((m["eval_loss"] for m in reversed(kept) if m.get("eval_loss") is not None), None)
         writer.state = _read_json(run_dir / "state.json") or {}
         writer.set_state(status="running", step=start_step, max_steps=max_steps, pid=os.getpid(),
                          host=socket.gethostname(), started=writer.state.get("started") or _now_iso())
@@ -802,6 +805,7 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
     )
     callback = _make_callback(on_event=on_event, cancel=cancel, writer=writer, run_id=run_id, device=device,
                               elapsed_before=elapsed_before)
+    callback.last_loss, callback.last_eval = last_loss, last_eval
     trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(data.train),
                       eval_dataset=_ListDataset(data.validation) if evaluate else None,
                       data_collator=Collator(tokenizer.pad_token_id, batching, select_logits),
@@ -818,7 +822,13 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
             raise _StoppedBeforeStart()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            if checkpoint is not None and start_step >= max_steps:
+                # Killed after the last checkpoint but before the final folder was published. Resumed
+                # there, Trainer would run one step past max_steps: load the checkpoint and publish it.
+                trainer._load_from_checkpoint(str(checkpoint))
+                trainer.state.global_step = start_step
+            else:
+                trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         step = trainer.state.global_step
         if callback.cancelled:
             writer.set_state(status="stopped", step=step)

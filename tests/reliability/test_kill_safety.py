@@ -10,10 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from clitools import REPO, run_cli
 from stillroom.core import records
 from stillroom.core.config import load_config
 from stillroom.core.project import Project
+from stillroom.core.train import list_runs, read_metrics, train
 from test_generate import KILL_SCRIPT, kill_mid_run, make_project
+from test_train import tiny_project
+from tiny_models import build_tiny_llama
 
 TESTS = str(Path(__file__).resolve().parents[1])
 # Kills per case: 20 by default; STILLROOM_KILLS lowers it for a quicker pass.
@@ -105,3 +109,110 @@ def test_config_save_killed_is_old_or_new_never_a_mix(tmp_path):
 
     script = CONFIG_LOOP.format(root=str(project.root))
     _kill_while_looping(script, random.Random(6), KILLS, check)
+
+
+# ---------------------------------------------------------------- training
+
+TRAIN_STEPS = 16
+
+
+def _start_cli(log, *args):
+    """The real CLI in its own process group (so a kill takes any child with it)."""
+    with open(log, "wb") as err:
+        return subprocess.Popen([sys.executable, "-m", "stillroom.tui", *map(str, args)], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+
+
+def _kill_group(proc) -> bool:
+    """SIGKILL the process group; True when the process was still running (the kill landed)."""
+    landed = proc.poll() is None
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    return landed
+
+
+def _training_at(project, pid: int) -> int:
+    """The step `pid` has logged in the newest run, or -1 before it has started training."""
+    runs = project.run_dirs()
+    if not runs:
+        return -1
+    state = json.loads((runs[-1] / "state.json").read_text()) if (runs[-1] / "state.json").exists() else {}
+    if state.get("pid") != pid:
+        return -1
+    return max((m["step"] for m in read_metrics(runs[-1])), default=0)
+
+
+def _saving(project) -> bool:
+    """A checkpoint folder without its trainer_state.json: being written (or being deleted)."""
+    return any(not (p / "trainer_state.json").exists()
+               for run in project.run_dirs() for p in (run / "checkpoints").glob("checkpoint-*"))
+
+
+@pytest.mark.slow
+def test_training_killed_repeatedly_resumes_to_the_same_end(tmp_path):
+    tiny = build_tiny_llama(tmp_path / "tiny")
+    project = tiny_project(tmp_path, tiny, save_steps=2, eval_steps=2, max_steps=TRAIN_STEPS)
+    rng = random.Random(17)
+    log = tmp_path / "train.log"
+    landed, moments = 0, []
+    for i in range(KILLS):
+        resume = ["--resume"] if any(r.resumable for r in list_runs(project)) else []
+        proc = _start_cli(log, "train", project.root, *resume)
+        try:
+            target = 1 + i * (TRAIN_STEPS - 5) // KILLS      # spread over the run, step 1 included
+            if i % 4 == 0:       # anywhere: importing, loading, writing the run folder, training
+                time.sleep(rng.uniform(0.1, 3.0))
+            elif i % 4 == 2:     # while a checkpoint is written
+                while proc.poll() is None and not (_training_at(project, proc.pid) >= target and _saving(project)) \
+                        and _training_at(project, proc.pid) < target + 3:
+                    time.sleep(0.005)
+            else:                # just after a step
+                while proc.poll() is None and _training_at(project, proc.pid) < target:
+                    time.sleep(0.01)
+                time.sleep(rng.choice([0, rng.uniform(0, 0.15)]))
+            assert proc.poll() is None, f"training ended before the kill:\n{log.read_text()}"
+        finally:
+            moments.append(f"{_training_at(project, proc.pid)}{'s' if _saving(project) else ''}")
+            landed += _kill_group(proc)
+        for run in list_runs(project):
+            assert run.status == "interrupted"
+            steps = [m["step"] for m in read_metrics(run.path)]
+            assert steps == list(range(1, len(steps) + 1)), steps      # no gap, no repeat
+    print(f"{landed} kills landed at steps {' '.join(moments)} (-1: before training, s: mid-save)")
+    assert landed == KILLS
+
+    result = run_cli("train", project.root, "--resume", timeout=600)
+    assert result.returncode == 0, result.stderr
+    [summary] = list_runs(project)
+    assert summary.status == "finished" and summary.step == summary.max_steps == TRAIN_STEPS
+    assert [m["step"] for m in read_metrics(summary.path)] == list(range(1, TRAIN_STEPS + 1))
+    assert (summary.path / "adapter" / "adapter_model.safetensors").exists()
+    assert not list(summary.path.glob(".adapter*"))
+    # Resumes restore the data order, RNG and optimizer: the same end as a run never killed.
+    straight = train(project)
+    assert straight.final_loss == pytest.approx(summary.final_loss, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_training_killed_after_its_last_checkpoint_publishes_without_training_further(tmp_path):
+    from safetensors.torch import load_file
+    tiny = build_tiny_llama(tmp_path / "tiny")
+    project = tiny_project(tmp_path, tiny, save_steps=2, eval_steps=2, max_steps=4)
+    done = train(project)
+    # As a kill between the last checkpoint and the final folder leaves it: running, no adapter yet.
+    run = done.run_dir
+    state = json.loads((run / "state.json").read_text())
+    (run / "state.json").write_text(json.dumps({**state, "status": "running", "pid": 2 ** 22 + 1}))
+    os.replace(run / "adapter", run / ".adapter.partial")
+    resumed = train(project, resume=True)
+    assert resumed.step == 4 and [m["step"] for m in read_metrics(run)] == [1, 2, 3, 4]
+    assert (resumed.final_loss, resumed.final_eval_loss) == (done.final_loss, done.final_eval_loss)
+    [summary] = list_runs(project)
+    assert summary.status == "finished" and summary.final_loss == done.final_loss
+    published = load_file(run / "adapter" / "adapter_model.safetensors")
+    saved = load_file(run / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors")
+    assert published.keys() == saved.keys() and all(published[k].equal(saved[k]) for k in saved)
+    assert not (run / ".adapter.partial").exists()
