@@ -63,6 +63,32 @@ def _publish_dir(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+_LEFTOVER = re.compile(r"^\..+\.(?:partial|old|log)(\d+)$")      # _partial, _publish_dir, the converter log
+_TEMP_FILE = re.compile(r"^\.(?:Modelfile|gguf-check\.json)\..+\.tmp$")   # atomic_write_text
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """A killed export cannot clean up after itself: the next one removes the partial files and folders
+    whose process is gone (an export holds the project lock, so none is being written now)."""
+    for path in out_dir.iterdir():
+        match = _LEFTOVER.match(path.name)
+        if (match and not _pid_alive(int(match.group(1)))) or _TEMP_FILE.match(path.name):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
 def _check_cancel(cancel: Optional[threading.Event]) -> None:
     if cancel is not None and cancel.is_set():
         raise Cancelled("export stopped")
@@ -494,6 +520,7 @@ def export(project: Project, run: Optional[str] = None, fmt: str = "gguf", *, qu
     weights = run_weights(project, run)
     out_dir = Path(out_dir) if out_dir else project.exports_dir / weights.run_id
     out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out_dir)
     result = ExportResult(fmt)
     if fmt == "adapter":
         result.paths.append(export_adapter(weights, out_dir))

@@ -216,3 +216,95 @@ def test_training_killed_after_its_last_checkpoint_publishes_without_training_fu
     saved = load_file(run / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors")
     assert published.keys() == saved.keys() and all(published[k].equal(saved[k]) for k in saved)
     assert not (run / ".adapter.partial").exists()
+
+
+# ---------------------------------------------------------------- export
+
+EXPORT_RUN = "20250101-000000"
+
+
+def _export_project(tmp_path):
+    from tiny import tiny_adapter_dir, tiny_llama_dir
+    project = Project.create(tmp_path / "proj", demo=True)
+    project.config.student.model = str(tiny_llama_dir())
+    project.save_config()
+    run_dir = project.runs_dir / EXPORT_RUN
+    tiny_adapter_dir(tiny_llama_dir(), run_dir / "adapter")
+    (run_dir / "config.json").write_text(json.dumps({"student": {"model": project.config.student.model}}))
+    return Project.open(project.root)
+
+
+def _assert_whole_safetensors(path):
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as handle:
+        assert all(handle.get_tensor(key) is not None for key in handle.keys())
+
+
+def _assert_exports_whole(folder):
+    """Every path with its final name is a finished export; anything else has a hidden name."""
+    import gguf
+    from stillroom.core.export import STAMP, parse_modelfile
+    for path in folder.iterdir():
+        if path.name.startswith("."):
+            continue
+        if path.name == "adapter":
+            json.loads((path / STAMP).read_text())
+            json.loads((path / "adapter_config.json").read_text())
+            _assert_whole_safetensors(path / "adapter_model.safetensors")
+        elif path.name == "merged":
+            json.loads((path / STAMP).read_text())
+            json.loads((path / "config.json").read_text())
+            json.loads((path / "tokenizer_config.json").read_text())
+            _assert_whole_safetensors(path / "model.safetensors")
+        elif path.suffix == ".gguf":
+            reader = gguf.GGUFReader(path)           # raises on a torn file
+            assert reader.tensors
+            end = max(t.data_offset + t.n_bytes for t in reader.tensors)
+            assert end <= path.stat().st_size
+        elif path.name == "Modelfile":
+            text = path.read_text()
+            assert text.endswith("PARAMETER temperature 0\n")
+            assert (folder / parse_modelfile(text)["from"]).exists()
+        else:
+            pytest.fail(f"unexpected {path.name} in {folder}")
+
+
+@pytest.mark.slow
+def test_export_killed_repeatedly_never_shows_a_partial_file(tmp_path):
+    project = _export_project(tmp_path)
+    out = project.exports_dir / EXPORT_RUN
+    rng = random.Random(23)
+    log = tmp_path / "export.log"
+    formats = ["merged", "gguf", "ollama", "gguf", "adapter"]
+    landed, attempts, seen = 0, 0, set()
+    while landed < KILLS and attempts < 3 * KILLS:
+        fmt = formats[attempts % len(formats)]
+        attempts += 1
+        proc = _start_cli(log, "export", project.root, "--format", fmt, "--quant", "f16", "--no-check")
+        try:
+            if rng.random() < 0.5:       # anywhere
+                time.sleep(rng.uniform(0.1, 2.0 if fmt == "adapter" else 8.0))
+            else:                        # once something is being written, soon or a while later
+                while proc.poll() is None and not (out.is_dir() and any(
+                        p.name.startswith(".") for p in out.iterdir())):
+                    time.sleep(0.005)
+                time.sleep(rng.choice([0, rng.uniform(0, 2.0)]))
+        finally:
+            if out.is_dir():
+                seen |= {p.name.split(".partial")[0].split(".log")[0] for p in out.iterdir()
+                         if p.name.startswith(".")}
+            landed += _kill_group(proc)
+        assert proc.returncode in (0, -signal.SIGKILL), log.read_text()
+        if out.is_dir():
+            _assert_exports_whole(out)
+    print(f"{landed} kills landed in {attempts} exports; partial names seen: {sorted(seen)}")
+    assert landed >= KILLS
+
+    for fmt in ("adapter", "merged", "ollama"):
+        done = run_cli("export", project.root, "--format", fmt, "--quant", "f16", "--no-check")
+        assert done.returncode == 0, done.stderr
+    _assert_exports_whole(out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["adapter", "merged", f"{EXPORT_RUN}-f16.gguf", "Modelfile"])      # nothing partial left behind
+    from transformers import AutoModelForCausalLM
+    assert AutoModelForCausalLM.from_pretrained(out / "merged").num_parameters() > 0
