@@ -11,6 +11,7 @@ The `openai` client library is imported here only, when an openai teacher is loa
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
@@ -56,6 +57,7 @@ class OpenAIModel:
                 raise ModelError(f"teacher.api_key_env names {config.api_key_env!r}, but that environment "
                                  f"variable is not set", f"export {config.api_key_env}=<your key>")
         timeout = openai.Timeout(self.timeout, connect=min(self.timeout, 10.0))
+        self._uses_key = bool(config.api_key_env)
         self._clients = [openai.OpenAI(base_url=url, api_key=key, timeout=timeout, max_retries=0)
                          for url in self.urls]
         self._next = itertools.count()
@@ -69,7 +71,8 @@ class OpenAIModel:
         def call(client):
             return client.completions.create(model=self.model_name, prompt=prompt, stream=True,
                                              **self._kwargs(params))
-        return self._run(call, on_token, cancel, chat=False)
+        with self._redacting():
+            return self._run(call, on_token, cancel, chat=False)
 
     def chat(self, messages: Sequence[dict], params: SamplingParams,
              on_token: Optional[TokenCallback] = None,
@@ -77,7 +80,8 @@ class OpenAIModel:
         def call(client):
             return client.chat.completions.create(model=self.model_name, messages=list(messages),
                                                   stream=True, **self._kwargs(params))
-        return self._run(call, on_token, cancel, chat=True)
+        with self._redacting():
+            return self._run(call, on_token, cancel, chat=True)
 
     def close(self) -> None:
         for client in self._clients:
@@ -89,7 +93,7 @@ class OpenAIModel:
     # ------------------------------------------------------------------ checks
     def check(self) -> None:
         """Fail fast, once: is a server reachable, and does it serve `model_name`?"""
-        with self._check_lock:
+        with self._redacting(), self._check_lock:
             if self._checked:
                 return
             openai = self._openai
@@ -127,6 +131,17 @@ class OpenAIModel:
             self._checked = True
 
     # ------------------------------------------------------------------ helpers
+    @contextlib.contextmanager
+    def _redacting(self):
+        """Errors leave without the API key, even where the server quoted it back in its reply."""
+        try:
+            yield
+        except ModelError as exc:
+            key = self._clients[0].api_key if self._uses_key else ""
+            if not key or (key not in str(exc) and key not in exc.remedy):
+                raise
+            raise type(exc)(str(exc).replace(key, "<api key>"), exc.remedy.replace(key, "<api key>")) from None
+
     @staticmethod
     def _kwargs(params: SamplingParams) -> dict:
         kwargs = dict(max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p)
