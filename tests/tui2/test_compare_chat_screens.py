@@ -22,6 +22,8 @@ async def test_compare_filters_and_side_by_side(project_with_run):
         screen = await open_screen(pilot, "5", "CompareScreen")
         table = screen.query_one("#cmp-table", DataTable)
         assert table.row_count == 12
+        # the idle state line is there from the first frame, not only after a clock tick
+        assert str(screen.query_one("#cmp-state").render()) == "e evaluates again"
         headline = str(screen.query_one("#cmp-headline").render())
         assert "gap closed" in headline and "86%" in headline
         await pilot.press("w")

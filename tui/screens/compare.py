@@ -128,7 +128,9 @@ class CompareScreen(WorkbenchScreen):
         table = self.query_one("#cmp-table", DataTable)
         self.set_columns(self.app.size.width)
         self.load_runs(jobs.selected_run(self.app))
-        self.set_interval(1.0, self.tick)
+        # The state line is drawn when the state changes; the clock only redraws it while evaluating (a
+        # clock that also wrote the idle line made the picture depend on how long the screen had been up).
+        self.set_interval(1.0, lambda: self.tick() if self.running else None)
         # The right/wrong marks take their colours from the theme: redraw them when it changes.
         self.watch(self.app, "theme", lambda _theme: self.refresh_table(), init=False)
         table.focus()
@@ -184,6 +186,7 @@ class CompareScreen(WorkbenchScreen):
                 self.result = None
         self.refresh_headline()
         self.refresh_table()
+        self.tick()
 
     # ------------------------------------------------------------------ display
     def refresh_headline(self) -> None:
