@@ -22,6 +22,12 @@ class WorkbenchScreen(Screen):
     def compose_body(self) -> ComposeResult:
         yield from ()
 
+    def on_mount(self) -> None:
+        self.watch(self.app, "theme", lambda _theme: self.refresh_colours(), init=False)
+
+    def refresh_colours(self) -> None:
+        """Redraw the text drawn from Python in theme colours (stillroom.themes.color): the theme changed."""
+
     @property
     def header(self) -> WorkbenchHeader:
         return self.query_one(WorkbenchHeader)

@@ -13,6 +13,7 @@ from textual.widgets import Input, Label, ProgressBar, Static
 
 from stillroom.core import records
 from stillroom.core.errors import StillroomError
+from stillroom import themes
 from stillroom.tui import messages as msg
 from stillroom.tui.screens.base import WorkbenchScreen
 from stillroom.tui.widgets.stream_view import StreamView
@@ -27,7 +28,7 @@ def fmt_seconds(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
-def row_summary(row: dict | None, title: str, reason: str = "") -> Text:
+def row_summary(row: dict | None, title: str, reason: str = "", reason_style: str = "") -> Text:
     text = Text()
     text.append(title, style="bold")
     if row is None:
@@ -35,7 +36,7 @@ def row_summary(row: dict | None, title: str, reason: str = "") -> Text:
         return text
     text.append(f"  {row.get('id', '')}", style="dim")
     if reason:
-        text.append(f"  {reason}", style="red")
+        text.append(f"  {reason}", style=reason_style)
     text.append("\n")
     text.append(" ".join(records.user_text(row).split()))
     if row["messages"][-1]["role"] == "assistant":
@@ -115,12 +116,16 @@ class GenerateScreen(WorkbenchScreen):
         self.last_rejected = next((r for r in reversed(rows) if r.get("status") == "rejected"), None)
 
     # ------------------------------------------------------------------ display
+    def refresh_colours(self) -> None:
+        self.refresh_all()
+
     def refresh_all(self) -> None:
         self.refresh_counters()
         self.refresh_rates()
         self.query_one("#last-kept", Static).update(row_summary(self.last_kept, "last kept"))
         reason = self.last_rejected.get("reason", "") if self.last_rejected else ""
-        self.query_one("#last-rejected", Static).update(row_summary(self.last_rejected, "last rejected", reason))
+        self.query_one("#last-rejected", Static).update(
+            row_summary(self.last_rejected, "last rejected", reason, themes.color(self.app, "error")))
 
     def _target(self) -> int:
         try:
@@ -132,7 +137,7 @@ class GenerateScreen(WorkbenchScreen):
         target = self.target or self._target()
         text = Text()
         text.append("kept      ", style="dim")
-        text.append(f"{self.kept}", style="bold green")
+        text.append(f"{self.kept}", style=f"bold {themes.color(self.app, 'success')}")
         text.append(f" / {target}\n" if target else "\n")
         text.append("rejected  ", style="dim")
         text.append(f"{sum(self.rejected.values())}\n", style="bold")

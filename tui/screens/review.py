@@ -10,6 +10,7 @@ from textual.widgets import Input, Static
 
 from stillroom.core.errors import StillroomError
 from stillroom.core.review import GLYPHS, ReviewSet, parse_filter
+from stillroom import themes
 from stillroom.tui import messages as msg
 from stillroom.tui.screens.base import WorkbenchScreen
 from stillroom.tui.widgets.label_bars import LabelBars
@@ -18,12 +19,12 @@ from stillroom.tui.widgets.row_table import RowTable, header_text
 FILTER_HINT = 'status:kept label:billing reason:near-dup dup>0.6 len<300 is:edited "free text"'
 
 
-def row_detail(row: dict) -> Text:
+def row_detail(row: dict, error_style: str = "") -> Text:
     out = Text()
     out.append(f"{GLYPHS.get(row.get('status'), '?')} {row.get('status', '')}", style="bold")
     out.append(f"  {row.get('id', '')}", style="dim")
     if row.get("reason"):
-        out.append(f"  {row['reason']}", style="red")
+        out.append(f"  {row['reason']}", style=error_style)
     meta = row.get("meta") or {}
     facts = []
     for key in ("intended_label", "teacher_label", "topic", "dup_of", "rejected_reason", "teacher"):
@@ -101,6 +102,9 @@ class ReviewScreen(WorkbenchScreen):
         self.apply_filter()
 
     # ------------------------------------------------------------------ display
+    def refresh_colours(self) -> None:
+        self.apply_filter(keep_index=True)
+
     def apply_filter(self, keep_position: int | None = None, keep_index: bool = False) -> None:
         if self.rs is None:
             return
@@ -160,7 +164,7 @@ class ReviewScreen(WorkbenchScreen):
         if self.rs is None or event.position is None:
             detail.update(Text("No rows." if self.rs is not None else "", style="dim"))
             return
-        detail.update(row_detail(self.rs.entries[event.position].row))
+        detail.update(row_detail(self.rs.entries[event.position].row, themes.color(self.app, "error")))
         self.query_one("#review-detail").scroll_home(animate=False)
 
     def on_input_changed(self, event: Input.Changed) -> None:

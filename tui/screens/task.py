@@ -18,6 +18,7 @@ from stillroom.core.config import TASK_TYPES, parse_config, render_toml
 from stillroom.core.errors import StillroomError
 from stillroom.core.fsio import atomic_write_text
 from stillroom.core.project import text_id
+from stillroom import themes
 from stillroom.tui.screens.base import WorkbenchScreen
 
 
@@ -112,6 +113,9 @@ class TaskScreen(WorkbenchScreen):
     def on_resize(self) -> None:
         self.call_after_refresh(self._fit_columns)
 
+    def refresh_colours(self) -> None:
+        self.refresh_tables()
+
     def _fit_columns(self) -> None:
         width = max(20, (self.query_one("#task-rows").size.width or 80) - 4 - 14 - 9)
         if width != self._text_width:
@@ -132,6 +136,7 @@ class TaskScreen(WorkbenchScreen):
 
     def refresh_tables(self, keep: tuple[str, int] | None = None) -> None:
         self._text_width = max(20, (self.query_one("#task-rows").size.width or 80) - 4 - 14 - 9)
+        error = themes.color(self.app, "error")
         for name, rows in (("seeds", self.seeds), ("tests", self.tests)):
             table = self.query_one(f"#{name}", DataTable)
             old = table.cursor_row
@@ -145,7 +150,7 @@ class TaskScreen(WorkbenchScreen):
                 bad = (self.project.config.task.type == "classification"
                        and answer not in self.project.config.task.labels)
                 table.add_row(Text(str(n + 1) + ("ʰ" if held else ""), style="dim" if held else ""),
-                              Text(one_line(answer, 14), style="red" if bad else ""),
+                              Text(one_line(answer, 14), style=error if bad else ""),
                               Text(one_line(records.user_text(row), self._text_width)))
             if keep and keep[0] == name:
                 target = keep[1]
@@ -168,13 +173,14 @@ class TaskScreen(WorkbenchScreen):
             return
         counts = Counter(records.answer_text(r) for r in self.seeds)
         text = Text()
+        error = themes.color(self.app, "error")
         for label in task.labels:
             text.append(f" {label} ", style="reverse")
             text.append(f" {counts.get(label, 0)}  ")
         unknown = sorted(set(counts) - set(task.labels))
         for label in unknown:
-            text.append(f" {label} ", style="reverse red")
-            text.append(f" {counts[label]} not a label  ", style="red")
+            text.append(f" {label} ", style=f"reverse {error}")
+            text.append(f" {counts[label]} not a label  ", style=error)
         chips.update(text)
 
     def current(self) -> str:

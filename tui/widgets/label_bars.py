@@ -6,6 +6,8 @@ from collections import Counter
 from rich.text import Text
 from textual.widget import Widget
 
+from stillroom import themes
+
 
 class LabelBars(Widget):
     DEFAULT_CSS = """
@@ -43,8 +45,8 @@ class LabelBars(Widget):
             n = self.counts.get(label, 0)
             line = Text(no_wrap=True)
             name = label if len(label) <= name_w else label[:name_w - 1] + "…"
-            line.append(name.ljust(name_w) + " ", style="red" if label not in self.order and self.order
-                        else "")
+            line.append(name.ljust(name_w) + " ", style=themes.color(self.app, "error")
+                        if label not in self.order and self.order else "")
             filled = int(round(bar_w * n / top))
             line.append("█" * filled, style=self.app.current_theme.primary)
             line.append("░" * (bar_w - filled), style="dim")

@@ -11,10 +11,11 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from stillroom import themes
 from stillroom.core.review import GLYPHS, Entry
 
 COLUMNS = [("", 2), ("", 2), ("id", 11), ("label", 12), ("reason", 15), ("len", 5), ("dup", 5)]
-STATUS_STYLE = {"kept": "green", "pruned": "red", "rejected": "yellow"}
+STATUS_COLOUR = {"kept": "success", "pruned": "error", "rejected": "warning"}   # theme colours
 
 
 def preview(text: str) -> str:
@@ -116,7 +117,8 @@ class RowTable(ScrollView, can_focus=True):
         entry = self.entries[pos]
         line = Text(no_wrap=True, overflow="ellipsis")
         line.append("● " if pos in self.selected else "  ", style="bold")
-        line.append(GLYPHS.get(entry.status, "?") + " ", style=STATUS_STYLE.get(entry.status, ""))
+        colour = STATUS_COLOUR.get(entry.status)
+        line.append(GLYPHS.get(entry.status, "?") + " ", style=themes.color(self.app, colour) if colour else "")
         for value, w in ((entry.id, 11), (entry.label, 12), (entry.reason, 15)):
             cell = value if len(value) <= w else value[:w - 1] + "…"
             line.append(cell.ljust(w) + " ")

@@ -6,6 +6,8 @@ from collections import deque
 from rich.text import Text
 from textual.widget import Widget
 
+from stillroom import themes
+
 
 class StreamView(Widget, can_focus=True):
     """Keeps the last `keep` candidates; each is a header line and the text written for it.
@@ -69,14 +71,15 @@ class StreamView(Widget, can_focus=True):
                 lines.append(Text(header, style="italic dim"))
                 continue
             head = Text()
+            mark = themes.color(self.app, "success" if verdict == "kept" else "error")
             if verdict:
-                head.append("✓ " if verdict == "kept" else "✗ ", style="green" if verdict == "kept" else "red")
+                head.append("✓ " if verdict == "kept" else "✗ ", style=mark)
             else:
                 head.append("▸ ", style="bold")
             head.append(header, style="bold" if current else "dim")
             if verdict:
                 head.append("  ")
-                head.append(verdict, style="green" if verdict == "kept" else "red")
+                head.append(verdict, style=mark)
             lines.append(head)
             body = Text(parts["input"].strip(), style="" if current else "dim")
             if parts["answer"]:
