@@ -211,27 +211,24 @@ def render_rows(tokenizer, train_rows: list[dict], validation_rows: list[dict], 
 
 
 class Collator:
-    """pack: a batch's rows become one row of length sum(lengths) with position ids restarting at each
-    row (transformers turns that into a block-diagonal causal mask, so rows never see each other) and no
-    padding at all. group / pad: right-padding with an attention mask."""
+    """pack: a batch's rows become one padding-free sequence (core/packing.py): position ids restart at
+    each row, so transformers keeps rows apart with a block-diagonal causal mask; with share_prefix,
+    the rows' common prefix runs once and a 4-D mask keeps them apart. group / pad: right-padding with
+    an attention mask."""
 
-    def __init__(self, pad_id: int, mode: str = "pack", select_logits: bool = False):
+    def __init__(self, pad_id: int, mode: str = "pack", select_logits: bool = False, *,
+                 share_prefix: bool = False, max_row_length: int | None = None):
         self.pad_id = pad_id
         self.mode = mode
         self.select_logits = select_logits
+        self.share_prefix = share_prefix
+        self.max_row_length = max_row_length
 
     def __call__(self, features: list[dict]) -> dict:
         import torch
         if self.mode == "pack":
-            ids, labels, positions = [], [], []
-            for f in features:
-                ids += f["input_ids"]
-                row_labels = list(f["labels"])
-                row_labels[0] = IGNORE_INDEX
-                labels += row_labels
-                positions += list(range(len(f["input_ids"])))
-            batch = {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
-                     "position_ids": torch.tensor([positions])}
+            from .packing import pack
+            batch = pack(features, share_prefix=self.share_prefix, max_row_length=self.max_row_length)
         else:
             width = max(len(f["input_ids"]) for f in features)
             ids = [f["input_ids"] + [self.pad_id] * (width - len(f["input_ids"])) for f in features]
@@ -717,6 +714,7 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
         on_event(Status(f"{model.config.model_type}: this architecture does not keep packed rows apart; "
                         f"grouping rows by length instead"))
         batching = "group"
+    share_prefix = batching == "pack" and shared_prefix_isolates_rows(model, data.train)
     if cfg.method == "lora":
         from peft import LoraConfig, get_peft_model
         lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
@@ -808,7 +806,8 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
     callback.last_loss, callback.last_eval = last_loss, last_eval
     trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(data.train),
                       eval_dataset=_ListDataset(data.validation) if evaluate else None,
-                      data_collator=Collator(tokenizer.pad_token_id, batching, select_logits),
+                      data_collator=Collator(tokenizer.pad_token_id, batching, select_logits, share_prefix=share_prefix,
+                                            max_row_length=_sliding_window(model)),
                       compute_loss_func=selected_logits_loss if select_logits else None,
                       processing_class=tokenizer, callbacks=[callback])
     # Progress goes through engine events only: no printed log dicts, no tqdm bars.
@@ -902,6 +901,46 @@ def packing_isolates_rows(model, rows: list[dict], probe_tokens: int = 24) -> bo
         model.train(was_training)
     tolerance = 1e-3 if packed.dtype == torch.float32 else 1e-1
     return bool(torch.allclose(packed[len(a):].float(), alone.float(), atol=tolerance, rtol=tolerance))
+
+
+def shared_prefix_isolates_rows(model, rows: list[dict], probe_tokens: int = 24) -> bool:
+    """Two rows packed around a shared prefix (core/packing.py) must give the logits they give alone:
+    the model takes a custom 4-D mask as given (eager attention, for one, would add it instead)."""
+    if not rows:
+        return False
+    import torch
+    from .packing import MIN_SHARED_PREFIX, pack
+    a = rows[0]["input_ids"][:probe_tokens]
+    other = rows[1]["input_ids"] if len(rows) > 1 else a[::-1]
+    b = a[:MIN_SHARED_PREFIX] + [t for t in other if t != a[MIN_SHARED_PREFIX]][:probe_tokens]
+    if len(a) <= MIN_SHARED_PREFIX or len(b) <= MIN_SHARED_PREFIX:
+        return False
+    batch = pack([{"input_ids": a, "labels": [IGNORE_INDEX] * len(a)},
+                  {"input_ids": b, "labels": [IGNORE_INDEX] * len(b)}])
+    if "attention_mask" not in batch:
+        return False
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                           attention_mask=batch["attention_mask"], use_cache=False).logits[0]
+            alone_a = model(input_ids=torch.tensor([a]), use_cache=False).logits[0]
+            alone_b = model(input_ids=torch.tensor([b]), use_cache=False).logits[0]
+    except Exception:        # an attention implementation that refuses a 4-D mask
+        return False
+    finally:
+        model.train(was_training)
+    expected = torch.cat([alone_a, alone_b[MIN_SHARED_PREFIX:]]).float()
+    tolerance = 1e-3 if packed.dtype == torch.float32 else 1e-1
+    return bool(torch.allclose(packed.float(), expected, atol=tolerance, rtol=tolerance))
+
+
+def _sliding_window(model) -> int | None:
+    """The attention window of sliding-window layers (Gemma 3, Mistral, ...): longer rows are not
+    packed around a shared prefix, since the 4-D mask would not limit their attention to it."""
+    window = getattr(_base_config(model), "sliding_window", None)
+    return int(window) if window else None
 
 
 def _checkpointing_args(training_arguments_cls, enabled: bool) -> dict:
