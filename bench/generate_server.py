@@ -2,9 +2,11 @@
 
 The script starts `python -m llama_cpp.server` with the bundled Gemma 3 270M teacher on 127.0.0.1,
 runs Stillroom's generation pipeline (demo tickets as a `qa` task, base model in completion mode) with
-K = 1, 2 and 4 requests in flight, then the same with two servers (one thread each) used round-robin,
-and replays the K=1 run's requests with a plain `openai` client loop as the yardstick (k1_vs_plain is
-a ratio of times for the same requests: the pipeline's streamed count leaves out stop-string tokens).
+K = 1, 2 and 4 requests in flight, then the same with two servers (one thread each) used round-robin.
+The yardstick replays the K=1 run's requests with a plain `openai` client loop, streamed (as the
+pipeline asks) and not streamed; the server is warmed up first and the K=1 pipeline runs twice, before
+and after the replays, keeping its faster run, so neither side pays for a cold server. k1_vs_plain is
+a ratio of times for the same requests (the pipeline's streamed count leaves out stop-string tokens).
 
     python bench/generate_server.py [--rows 12] [--threads N]
 
@@ -48,17 +50,18 @@ def run(folder, urls, k, rows):
                 seconds=t.seconds, calls=teacher.calls, candidates=result.kept + result.rejected)
 
 
-def plain(url, calls):
+def plain(url, calls, stream: bool):
     import openai
     client = openai.OpenAI(base_url=url, api_key="none", max_retries=0)
-    tokens = 0
     with Timer() as t:
         for prompt, p in calls:
             out = client.completions.create(model="teacher", prompt=prompt, max_tokens=p.max_tokens,
                                             temperature=p.temperature, top_p=p.top_p,
-                                            stop=list(p.stop) or None, seed=p.seed)
-            tokens += out.usage.completion_tokens
-    return tokens / t.seconds, t.seconds
+                                            stop=list(p.stop) or None, seed=p.seed, stream=stream)
+            if stream:
+                for _ in out:
+                    pass
+    return t.seconds
 
 
 def main():
@@ -74,13 +77,22 @@ def main():
     tmp = Path(tempfile.mkdtemp(prefix="stillroom-bench-"))
     out = {}
     with LlamaServer(model, alias="teacher", n_ctx=2048, threads=cores, log=tmp / "server.log") as server:
-        for k in (1, 2, 4):
+        import openai
+        openai.OpenAI(base_url=server.url, api_key="none").completions.create(
+            model="teacher", prompt="Warm-up:", max_tokens=8)
+        first = run(tmp / "k1", [server.url], 1, args.rows)
+        stream_s = plain(server.url, first["calls"], stream=True)
+        whole_s = plain(server.url, first["calls"], stream=False)
+        again = run(tmp / "k1-again", [server.url], 1, args.rows)
+        print(f"K=1 pipeline: {first['seconds']:.1f} s, then {again['seconds']:.1f} s; plain client over the same "
+              f"{len(first['calls'])} requests: streamed {stream_s:.1f} s, not streamed {whole_s:.1f} s (second pipeline "
+              f"run made the same requests: {again['calls'] == first['calls']})", flush=True)
+        out[1] = min(first, again, key=lambda r: r["seconds"])
+        for k in (2, 4):
             out[k] = run(tmp / f"k{k}", [server.url], k, args.rows)
+        for k in (1, 2, 4):
             print(f"one server, K={k}: {out[k]['rows_per_s']:.3f} rows/s, {out[k]['tps']:.1f} tok/s "
                   f"({out[k]['candidates']} candidates in {out[k]['seconds']:.1f} s)", flush=True)
-        base, base_s = plain(server.url, out[1]["calls"])
-        print(f"plain openai client loop over the K=1 requests: {base:.1f} tok/s, {base_s:.1f} s "
-              f"(K=1 pipeline: {out[1]['seconds']:.1f} s for the same requests)", flush=True)
     two = {}
     servers = [LlamaServer(model, alias="teacher", n_ctx=2048, threads=max(1, cores // 2),
                            log=tmp / f"server{i}.log") for i in range(2)]
@@ -95,7 +107,8 @@ def main():
         for s in servers:
             s.stop()
     ratios("generate_server", k1=out[1]["rows_per_s"], k2=out[2]["rows_per_s"], k4=out[4]["rows_per_s"],
-           k4_vs_k1=out[4]["rows_per_s"] / out[1]["rows_per_s"], k1_vs_plain=base_s / out[1]["seconds"],
+           k4_vs_k1=out[4]["rows_per_s"] / out[1]["rows_per_s"], k1_vs_plain=stream_s / out[1]["seconds"],
+           k1_vs_plain_unstreamed=whole_s / out[1]["seconds"],
            two_servers_k4=two[4]["rows_per_s"])
 
 
