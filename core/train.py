@@ -418,7 +418,9 @@ def list_runs(project) -> list[RunSummary]:
             continue
         method = config.get("method") or config.get("config", {}).get("training", {}).get("method", "")
         output = run_dir / ("model" if method == "full" else "adapter")
-        status = _run_status(state) if state else "unknown"
+        # config.json is written (atomically) before state.json: a run with the one but not the other
+        # was stopped before its first state line, and resumes from step 0.
+        status = _run_status(state) if state else ("interrupted" if config.get("config") else "unknown")
         step = state.get("step")
         if step is None:
             step = _checkpoint_step(last_checkpoint(run_dir))

@@ -266,6 +266,20 @@ def test_cancel_before_start_leaves_a_resumable_run(tmp_path, tiny):
     assert train(project, resume=True).step == 4
 
 
+def test_run_killed_before_its_first_state_line_resumes(tmp_path, tiny):
+    project = tiny_project(tmp_path, tiny)
+    cancel = threading.Event()
+    cancel.set()
+    train(project, cancel=cancel, overrides={"max_steps": 4})
+    [run] = project.run_dirs()
+    (run / "state.json").unlink()            # as a kill between config.json and state.json leaves it
+    (run / "metrics.jsonl").unlink()
+    [summary] = list_runs(project)
+    assert summary.status == "interrupted" and summary.resumable
+    assert train(project, resume=True).step == 4
+    assert [m["step"] for m in read_metrics(run)] == [1, 2, 3, 4]
+
+
 def test_no_rows_is_a_clear_error(tmp_path, tiny):
     project = tiny_project(tmp_path, tiny, include_seeds=False)
     with pytest.raises(DataError, match="no training rows"):
