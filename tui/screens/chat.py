@@ -156,7 +156,7 @@ class ChatScreen(WorkbenchScreen):
 
     def on_select_changed(self, event: Select.Changed) -> None:
         value = event.select.value          # the current value: a queued Changed may be stale
-        if event.select.id != "chat-run" or value == Select.BLANK:
+        if event.select.id != "chat-run" or event.select.is_blank():
             return
         if (None if value == NO_RUN else str(value)) == self.run_id:
             return

@@ -132,7 +132,8 @@ class CompareScreen(WorkbenchScreen):
         # clock that also wrote the idle line made the picture depend on how long the screen had been up).
         self.set_interval(1.0, lambda: self.tick() if self.running else None)
         # The right/wrong marks take their colours from the theme: redraw them when it changes.
-        self.watch(self.app, "theme", lambda _theme: self.refresh_table(), init=False)
+        # The headline's gap colour and muted text come from the theme too.
+        self.watch(self.app, "theme", lambda _theme: (self.refresh_headline(), self.refresh_table()), init=False)
         table.focus()
 
     # ------------------------------------------------------------------ runs
@@ -148,6 +149,8 @@ class CompareScreen(WorkbenchScreen):
             done = (r.path / "eval" / "metrics.json").exists()
             options.append((f"{r.run_id}{'' if done else '  (not evaluated)'}", r.run_id))
         with self.prevent(Select.Changed):
+            # The prompt is also the list's first line: with runs to choose from it must not say there are none.
+            select.prompt = "choose a run" if options else "no finished run yet"
             select.set_options(options)
         ids = [r.run_id for r in runs]
         choice = prefer if prefer in ids else (self.run_id if self.run_id in ids else None)
@@ -169,7 +172,15 @@ class CompareScreen(WorkbenchScreen):
 
     def on_select_changed(self, event: Select.Changed) -> None:
         value = event.select.value          # the current value: a queued Changed may be stale
-        if event.select.id == "cmp-run" and value != Select.BLANK and value != self.run_id:
+        if event.select.id != "cmp-run":
+            return
+        if event.select.is_blank():
+            # The prompt line is not a run: keep the run on show selected.
+            if self.run_id is not None:
+                with self.prevent(Select.Changed):
+                    event.select.value = self.run_id
+            return
+        if value != self.run_id:
             if self.running:
                 self.notify("An evaluation is running; its results appear when it ends.", severity="warning")
                 return
