@@ -62,7 +62,11 @@ async def test_evaluate_a_run_from_the_screen(project_with_run, tiny_student):
         screen.show_run("20260102-090000-lora")
         assert screen.result is None
         await pilot.press("e")
+        headline = screen.query_one("#cmp-headline")
+        if screen.running:
+            assert "Evaluating run 20260102-090000-lora" in str(headline.render())
         await wait_for(pilot, lambda: screen.result is not None and not screen.running, timeout=90)
+        assert "Evaluating" not in str(headline.render())
         table = screen.query_one("#cmp-table", DataTable)
         assert table.row_count == min(6, len(project_with_run.tests()))
         assert (project_with_run.runs_dir / "20260102-090000-lora" / "eval" / "predictions.jsonl").exists()

@@ -34,6 +34,11 @@ async def test_train_stop_and_resume(project):
         assert screen.running
         await wait_for(pilot, lambda: len(chart.train) >= 2, timeout=120)
         assert screen.last is not None and screen.last.step >= 2
+        # the runs list follows the live step, not only the checkpoints
+        from textual.coordinate import Coordinate
+        runs = screen.query_one("#runs", DataTable)
+        cell = runs.get_cell_at(Coordinate(runs.get_row_index(screen.run_id), 2))
+        assert cell == f"{screen.last.step}/{steps}"
         # the interface answers keys while torch trains in the other process (how fast is a benchmark's
         # business, not a test's: these machines are noisy)
         await pilot.press("t")

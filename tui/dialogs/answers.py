@@ -77,7 +77,7 @@ class AnswersDialog(ModalScreen[None]):
             column.set_class(right, "right")
             column.set_class(not right, "wrong")
             column.border_title = f"{'✓' if right else '✗'} {title}  {self.metric} {out.get('score', 0):.2f}"
-            column.border_subtitle = (f"{out.get('tokens', 0)} tokens · {out.get('seconds', 0):.2f}s"
+            column.border_subtitle = (f"{out.get('tokens', 0)} token{'' if out.get('tokens', 0) == 1 else 's'} · {out.get('seconds', 0):.2f}s"
                                       + (" · cut at max tokens" if out.get("finish_reason") == "length" else ""))
             text = out.get("text", "")
             body = marked(self.app, text, row.get("reference", "")) if text else Text("(empty answer)",

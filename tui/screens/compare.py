@@ -208,6 +208,10 @@ class CompareScreen(WorkbenchScreen):
         if self.result is None:
             if self.run_id is None:
                 text.append("No finished run yet. Train one on the Train screen (4).", style=muted)
+            elif self.running:
+                text.append(f"Evaluating run {self.run_id}…\n", style="bold")
+                text.append("The teacher, the base student and the tuned student answer every held-out "
+                            "example; x stops.", style=muted)
             else:
                 text.append(f"Run {self.run_id} has not been evaluated yet.\n", style="bold")
                 text.append("Press e to evaluate it: the teacher, the base student and the tuned student "
@@ -360,6 +364,7 @@ class CompareScreen(WorkbenchScreen):
         self.app.set_job("evaluating")
         self.add_class("-running")
         self.worker = self._evaluate(self.run_id, self.cancel, self.process)
+        self.refresh_headline()
         self.tick()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="evaluate", name="evaluate")
@@ -430,6 +435,7 @@ class CompareScreen(WorkbenchScreen):
         elif event.state == WorkerState.ERROR:
             self.progress_text = "failed"
             self.app.show_error(event.worker.error, "Evaluation stopped")
+        self.refresh_headline()
         self.tick()
 
     def unsaved_problem(self) -> str | None:

@@ -183,6 +183,15 @@ class TrainScreen(WorkbenchScreen):
             table.move_cursor(row=table.get_row_index(current))
         self.show_highlighted()
 
+    def _show_live_step(self, step: int, max_steps: int) -> None:
+        """The runs list reads the step from state.json, written at checkpoints; the running run's row
+        follows the live step instead."""
+        table = self.query_one("#runs", DataTable)
+        if self.run_id is None or self.run_id not in table.rows:
+            return
+        from textual.coordinate import Coordinate
+        table.update_cell_at(Coordinate(table.get_row_index(self.run_id), 2), f"{step}/{max_steps}")
+
     def highlighted_run_id(self) -> str | None:
         table = self.query_one("#runs", DataTable)
         if not table.row_count:
@@ -470,6 +479,7 @@ class TrainScreen(WorkbenchScreen):
                 self._lr = event.learning_rate
             if self.state == "training":
                 self.app.set_job(f"training {event.step}/{event.max_steps}")
+            self._show_live_step(event.step, event.max_steps)
         elif isinstance(event, ev.EvalStep):
             self.eval_loss = event.eval_loss
             chart.add_eval(event.step, event.eval_loss)
