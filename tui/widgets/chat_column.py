@@ -49,7 +49,11 @@ class ChatColumn(Vertical):
     def append(self, text: str) -> None:
         if not self.turns:
             return
-        self.turns[-1][1] += text
+        # A base model in completion mode starts its answer with the space after "Answer:".
+        answer = (self.turns[-1][1] + text).lstrip()
+        if answer == self.turns[-1][1]:
+            return
+        self.turns[-1][1] = answer
         self.redraw()
 
     def finish(self, stats: str, note: str = "") -> None:
