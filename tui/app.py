@@ -128,12 +128,14 @@ class StillroomApp(App):
         from stillroom.core.models import resolve
         config = self.project.config
 
-        def show(ref: str) -> str:
+        def show(ref: str, student: bool = False) -> str:
             try:
-                return resolve(ref, project_dir=self.project.root, check=False).display
+                model = resolve(ref, project_dir=self.project.root, check=False)
             except StillroomError:
                 return ref
-        return f"teacher {show(config.teacher.model)} → student {show(config.student.model)}"
+            # A GGUF student is de-quantized once and trained in transformers.
+            return f"{model.name} (transformers)" if student else model.display
+        return f"teacher {show(config.teacher.model)} → student {show(config.student.model, student=True)}"
 
     def refresh_headers(self) -> None:
         from stillroom.tui.widgets.header import WorkbenchHeader
