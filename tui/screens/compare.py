@@ -51,7 +51,7 @@ class CompareScreen(WorkbenchScreen):
     DEFAULT_CSS = """
     CompareScreen #cmp-top { height: 1; padding: 0 1; margin-top: 1; }
     CompareScreen #cmp-top Label { width: auto; padding: 0 1 0 0; }
-    CompareScreen #cmp-run { width: 36; margin-right: 2; }
+    CompareScreen #cmp-run { width: 42; margin-right: 2; }
     CompareScreen #cmp-progress { width: 30; margin-right: 1; display: none; }
     CompareScreen.-running #cmp-progress { display: block; }
     CompareScreen #cmp-progress Bar { width: 1fr; }
@@ -147,7 +147,7 @@ class CompareScreen(WorkbenchScreen):
         options = []
         for r in reversed(runs):
             done = (r.path / "eval" / "metrics.json").exists()
-            options.append((f"{r.run_id}{'' if done else '  (not evaluated)'}", r.run_id))
+            options.append((f"{r.run_id}{'' if done else ' (not evaluated)'}", r.run_id))
         with self.prevent(Select.Changed):
             # The prompt is also the list's first line: with runs to choose from it must not say there are none.
             select.prompt = "choose a run" if options else "no finished run yet"
