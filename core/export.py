@@ -26,7 +26,8 @@ from typing import Optional
 
 from . import metrics, records
 from .backends.base import SamplingParams
-from .errors import Cancelled, ModelError, StillroomError
+from .lock import process_alive
+from .errors import Cancelled, StillroomError
 from .events import EventSink, ExportFinished, ExportProgress, Status, ignore
 from .fsio import atomic_write_text
 from .project import Project
@@ -67,22 +68,12 @@ _LEFTOVER = re.compile(r"^\..+\.(?:partial|old|log)(\d+)$")      # _partial, _pu
 _TEMP_FILE = re.compile(r"^\.(?:Modelfile|gguf-check\.json)\..+\.tmp$")   # atomic_write_text
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def _remove_leftovers(out_dir: Path) -> None:
     """A killed export cannot clean up after itself: the next one removes the partial files and folders
     whose process is gone (an export holds the project lock, so none is being written now)."""
     for path in out_dir.iterdir():
         match = _LEFTOVER.match(path.name)
-        if (match and not _pid_alive(int(match.group(1)))) or _TEMP_FILE.match(path.name):
+        if (match and not process_alive(int(match.group(1)))) or _TEMP_FILE.match(path.name):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
             else:

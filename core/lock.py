@@ -19,6 +19,24 @@ from .errors import ProjectLocked
 LOCK_NAME = ".stillroom.lock"
 
 
+def process_alive(pid: int, host: str = "") -> bool:
+    """Whether a process that recorded its pid (and host) may still be running: one on another host
+    is assumed alive; pid 0 or less is not a process."""
+    if host and host != socket.gethostname():
+        return True
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
 def _describe(info: dict) -> str:
     if not info:
         return "another process"

@@ -80,3 +80,57 @@ def row_tokens(position_ids) -> int:
     ends = torch.ones_like(positions, dtype=torch.bool)
     ends[:-1] = positions[1:] != positions[:-1] + 1
     return int((positions[ends] + 1).sum())
+
+
+# ---------------------------------------------------------------- probes (once per training run)
+
+def packing_isolates_rows(model, rows: list[dict], probe_tokens: int = 24) -> bool:
+    """Two rows run packed must give the logits they give alone (the model honours packed position ids)."""
+    if len(rows) < 2:
+        return True
+    a, b = rows[0]["input_ids"][:probe_tokens], rows[1]["input_ids"][:probe_tokens]
+    batch = pack([_unlabelled(a), _unlabelled(b)], share_prefix=False)
+    return _logits_match(model, batch, [(a, 0), (b, 0)])
+
+
+def shared_prefix_isolates_rows(model, rows: list[dict], probe_tokens: int = 24) -> bool:
+    """Two rows packed around a shared prefix must give the logits they give alone: the model takes a
+    custom 4-D mask as given (eager attention, for one, would add it instead)."""
+    if not rows:
+        return False
+    a = rows[0]["input_ids"][:probe_tokens]
+    other = rows[1]["input_ids"] if len(rows) > 1 else a[::-1]
+    if len(a) <= MIN_SHARED_PREFIX:
+        return False
+    # b shares exactly MIN_SHARED_PREFIX leading tokens with a
+    b = a[:MIN_SHARED_PREFIX] + [t for t in other if t != a[MIN_SHARED_PREFIX]][:probe_tokens]
+    if len(b) <= MIN_SHARED_PREFIX:
+        return False
+    batch = pack([_unlabelled(a), _unlabelled(b)])
+    if "attention_mask" not in batch:
+        return False
+    return _logits_match(model, batch, [(a, 0), (b, MIN_SHARED_PREFIX)])
+
+
+def _unlabelled(ids: list[int]) -> dict:
+    return {"input_ids": ids, "labels": [IGNORE_INDEX] * len(ids)}
+
+
+def _logits_match(model, batch: dict, rows: list[tuple[list[int], int]]) -> bool:
+    """The packed batch's logits equal each row's logits alone (from its `skip`-th token on), in order."""
+    import torch
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            inputs = {k: batch[k] for k in ("input_ids", "position_ids", "attention_mask") if k in batch}
+            packed = model(**inputs, use_cache=False).logits[0]
+            expected = torch.cat([model(input_ids=torch.tensor([ids]), use_cache=False).logits[0][skip:]
+                                  for ids, skip in rows])
+    except Exception:        # noqa: BLE001 - an attention implementation that refuses the layout
+        return False
+    finally:
+        model.train(was_training)
+    tolerance = 1e-3 if packed.dtype == torch.float32 else 1e-1
+    return packed.shape == expected.shape and bool(torch.allclose(packed.float(), expected.float(),
+                                                                  atol=tolerance, rtol=tolerance))

@@ -40,8 +40,9 @@ from .errors import ConfigError, DataError, StillroomError
 from .events import (CheckpointSaved, EvalStep, EventSink, Status, TrainFinished, TrainStarted, TrainStep,
                      ignore)
 from .fsio import JsonlAppender, atomic_write_jsonl, atomic_write_text, repair_torn_tail
+from .lock import process_alive
+from .packing import IGNORE_INDEX, pack, packing_isolates_rows, shared_prefix_isolates_rows
 
-IGNORE_INDEX = -100
 CHECKPOINT_PREFIX = "checkpoint-"
 
 # LoRA targets per architecture (transformers model_type); anything else gets peft's "all-linear".
@@ -227,7 +228,6 @@ class Collator:
     def __call__(self, features: list[dict]) -> dict:
         import torch
         if self.mode == "pack":
-            from .packing import pack
             batch = pack(features, share_prefix=self.share_prefix, max_row_length=self.max_row_length)
         else:
             width = max(len(f["input_ids"]) for f in features)
@@ -385,25 +385,9 @@ def _truncate_metrics(run_dir: Path, step: int) -> list[dict]:
     return kept
 
 
-def _alive(pid: int, host: str) -> bool:
-    if host and host != socket.gethostname():
-        return True
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
 def _run_status(state: dict) -> str:
     status = state.get("status", "unknown")
-    if status == "running" and not _alive(int(state.get("pid", 0) or 0), state.get("host", "")):
+    if status == "running" and not process_alive(int(state.get("pid", 0) or 0), state.get("host", "")):
         return "interrupted"
     return status
 
@@ -884,58 +868,6 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
 def _base_config(model):
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.config
-
-
-def packing_isolates_rows(model, rows: list[dict], probe_tokens: int = 24) -> bool:
-    """Two rows run packed must give the logits they give alone (the model honours packed position ids)."""
-    if len(rows) < 2:
-        return True
-    import torch
-    a, b = rows[0]["input_ids"][:probe_tokens], rows[1]["input_ids"][:probe_tokens]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            packed = model(input_ids=torch.tensor([a + b]), use_cache=False,
-                           position_ids=torch.tensor([list(range(len(a))) + list(range(len(b)))])).logits[0]
-            alone = model(input_ids=torch.tensor([b]), use_cache=False).logits[0]
-    finally:
-        model.train(was_training)
-    tolerance = 1e-3 if packed.dtype == torch.float32 else 1e-1
-    return bool(torch.allclose(packed[len(a):].float(), alone.float(), atol=tolerance, rtol=tolerance))
-
-
-def shared_prefix_isolates_rows(model, rows: list[dict], probe_tokens: int = 24) -> bool:
-    """Two rows packed around a shared prefix (core/packing.py) must give the logits they give alone:
-    the model takes a custom 4-D mask as given (eager attention, for one, would add it instead)."""
-    if not rows:
-        return False
-    import torch
-    from .packing import MIN_SHARED_PREFIX, pack
-    a = rows[0]["input_ids"][:probe_tokens]
-    other = rows[1]["input_ids"] if len(rows) > 1 else a[::-1]
-    b = a[:MIN_SHARED_PREFIX] + [t for t in other if t != a[MIN_SHARED_PREFIX]][:probe_tokens]
-    if len(a) <= MIN_SHARED_PREFIX or len(b) <= MIN_SHARED_PREFIX:
-        return False
-    batch = pack([{"input_ids": a, "labels": [IGNORE_INDEX] * len(a)},
-                  {"input_ids": b, "labels": [IGNORE_INDEX] * len(b)}])
-    if "attention_mask" not in batch:
-        return False
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                           attention_mask=batch["attention_mask"], use_cache=False).logits[0]
-            alone_a = model(input_ids=torch.tensor([a]), use_cache=False).logits[0]
-            alone_b = model(input_ids=torch.tensor([b]), use_cache=False).logits[0]
-    except Exception:        # an attention implementation that refuses a 4-D mask
-        return False
-    finally:
-        model.train(was_training)
-    expected = torch.cat([alone_a, alone_b[MIN_SHARED_PREFIX:]]).float()
-    tolerance = 1e-3 if packed.dtype == torch.float32 else 1e-1
-    return bool(torch.allclose(packed.float(), expected, atol=tolerance, rtol=tolerance))
 
 
 def _sliding_window(model) -> int | None:

@@ -14,3 +14,13 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "stillroom.tui", *map(str, args)], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def heavy_modules_after_importing(*modules: str,
+                                  heavy=("torch", "transformers", "llama_cpp", "textual", "rich")) -> str:
+    """Which of `heavy` a fresh interpreter has loaded after importing `modules` ("none" if none)."""
+    code = (f"import sys; import {', '.join(modules)}; "
+            f"print(' '.join(m for m in {tuple(heavy)!r} if m in sys.modules) or 'none')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()

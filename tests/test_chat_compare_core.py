@@ -1,7 +1,5 @@
 """Headless pieces behind the Chat and Compare screens and the training child process."""
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -121,8 +119,7 @@ def test_training_child_reports_a_user_error_as_such(tmp_path):
 
 
 def test_new_engine_modules_stay_headless_and_light():
-    out = subprocess.run(
-        [sys.executable, "-c", "import sys; import stillroom.core.train_process, stillroom.core.chat, "
-         "stillroom.core.compare; print(' '.join(m for m in ('torch', 'transformers', 'textual', 'rich') "
-         "if m in sys.modules) or 'none')"], capture_output=True, text=True, timeout=60)
-    assert out.stdout.strip() == "none", out.stderr
+    from clitools import heavy_modules_after_importing
+    assert heavy_modules_after_importing("stillroom.core.train_process", "stillroom.core.chat",
+                                         "stillroom.core.compare",
+                                         heavy=("torch", "transformers", "textual", "rich")) == "none"

@@ -1,7 +1,5 @@
 """The evaluation child process: a user error comes back as the same StillroomError class with the same
 one-line message as in-process evaluation; the process modules stay headless and light."""
-import subprocess
-import sys
 
 import pytest
 
@@ -30,8 +28,5 @@ def test_eval_child_arguments():
 
 
 def test_process_modules_stay_headless_and_light():
-    out = subprocess.run(
-        [sys.executable, "-c", "import sys; import stillroom.core.eval_process, stillroom.core.train_process; "
-         "print(' '.join(m for m in ('torch', 'transformers', 'llama_cpp', 'textual', 'rich') "
-         "if m in sys.modules) or 'none')"], capture_output=True, text=True, timeout=60)
-    assert out.stdout.strip() == "none", out.stderr
+    from clitools import heavy_modules_after_importing
+    assert heavy_modules_after_importing("stillroom.core.eval_process", "stillroom.core.train_process") == "none"

@@ -7,7 +7,7 @@ import pytest
 
 from stillroom.core.errors import ProjectLocked
 from stillroom.core.fsio import JsonlAppender, atomic_write_text, repair_torn_tail
-from stillroom.core.lock import ProjectLock
+from stillroom.core.lock import ProjectLock, process_alive
 
 
 def test_repair_torn_tail(tmp_path):
@@ -77,3 +77,14 @@ def test_racing_takeovers_of_a_stale_lock_leave_one_holder(tmp_path):
     for p in procs:
         p.wait()
     assert outcomes.count("got") == 1, outcomes
+
+
+def test_process_alive():
+    import socket
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(done.stdout)
+    assert process_alive(os.getpid())
+    assert not process_alive(dead)
+    assert not process_alive(0)
+    assert process_alive(dead, "another-host")            # cannot tell from here: assumed alive
+    assert not process_alive(dead, socket.gethostname())

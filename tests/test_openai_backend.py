@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from llama_server import LlamaServer, free_port
+from llama_server import LlamaServer, free_port, qa_project_on
 from stillroom.core.backends.base import SamplingParams
 from stillroom.core.config import TeacherConfig
 from stillroom.core.errors import ModelError
@@ -73,21 +73,10 @@ def test_concurrent_requests_round_robin_over_two_servers(servers):
 
 
 def test_generation_against_two_servers(servers, tmp_path):
-    from stillroom.core import records
     from stillroom.core.generate import generate
     from stillroom.core.project import Project
-    project = Project.create(tmp_path / "p", "qa")
-    cfg = project.config
-    cfg.teacher.model, cfg.teacher.model_name = f"openai:{servers[0].url}", "smollm2"
-    cfg.teacher.servers, cfg.teacher.max_in_flight, cfg.teacher.mode = [servers[1].url], 2, "chat"
-    cfg.generation.max_input_tokens, cfg.generation.max_output_tokens = 24, 16
-    cfg.generation.max_attempts_factor = 30
-    cfg.evaluation.test_fraction = 0.0
-    project.save_config()
-    project.save_seeds([records.make_row(q, a) for q, a in [
-        ("What colour is the sky on a clear day?", "Blue."), ("How many legs does a cat have?", "Four."),
-        ("What is the capital of France?", "Paris."), ("What do bees make?", "Honey.")]])
-    result = generate(Project.open(project.root), 2)
+    project = qa_project_on(tmp_path / "p", servers[0].url, servers=[servers[1].url], max_in_flight=2)
+    result = generate(project, 2)
     assert result.kept == 2
     rows = Project.open(project.root).synthetic()
     assert [r["id"] for r in rows] == [f"syn-{i:06d}" for i in range(len(rows))]

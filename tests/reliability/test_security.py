@@ -104,32 +104,21 @@ def keyed_server():
 @pytest.mark.slow
 def test_api_key_never_reaches_disk_logs_or_messages(tmp_path, monkeypatch, keyed_server):
     from clitools import run_cli
-    from stillroom.core import records
-    from stillroom.core.project import Project
+    from llama_server import qa_project_on
     monkeypatch.setenv("STILLROOM_CACHE_DIR", str(tmp_path / "cache-home"))   # data and config: conftest
-    project = Project.create(tmp_path / "p", "qa")
-    cfg = project.config
-    cfg.teacher.model, cfg.teacher.model_name = f"openai:{keyed_server.url}", "smollm2"
-    cfg.teacher.api_key_env, cfg.teacher.mode, cfg.teacher.max_retries = KEY_ENV, "chat", 1
-    cfg.generation.max_input_tokens, cfg.generation.max_output_tokens = 24, 16
-    cfg.generation.max_attempts_factor = 30
-    cfg.evaluation.test_fraction = 0.0
-    project.save_config()
-    project.save_seeds([records.make_row(q, a) for q, a in [
-        ("What colour is the sky on a clear day?", "Blue."), ("How many legs does a cat have?", "Four."),
-        ("What is the capital of France?", "Paris."), ("What do bees make?", "Honey.")]])
+    project = qa_project_on(tmp_path / "p", keyed_server.url, api_key_env=KEY_ENV, max_retries=1)
 
     outputs = []
     done = run_cli("generate", project.root, "--count", "2", env={KEY_ENV: KEY})
     outputs.append(done.stdout + done.stderr)
     assert done.returncode == 0, done.stderr
-    assert len([r for r in Project.open(project.root).synthetic() if r["status"] == "kept"]) == 2
+    assert len([r for r in project.synthetic() if r["status"] == "kept"]) == 2
 
     refused = run_cli("generate", project.root, "--count", "4", env={KEY_ENV: WRONG_KEY})
     outputs.append(refused.stdout + refused.stderr)
     assert refused.returncode == 2 and "refused the API key (401)" in refused.stderr
 
-    cfg.teacher.model_name = "no-such-model"
+    project.config.teacher.model_name = "no-such-model"
     project.save_config()
     unknown = run_cli("generate", project.root, "--count", "4", env={KEY_ENV: KEY})
     outputs.append(unknown.stdout + unknown.stderr)
