@@ -83,7 +83,10 @@ class GenerationConfig:
     max_input_tokens: int = setting(96, "Longest new input the teacher may write, in tokens.", minimum=1)
     max_output_tokens: int = setting(128, "Longest answer the teacher may write, in tokens.", minimum=1)
     few_shot: int = setting(6, "Seed examples shown to the teacher per candidate (rotated).", minimum=1)
-    topics: list = setting([], "Optional topics or personas, rotated into the prompt for diversity.")
+    shot_group: int = setting(8, "Consecutive candidates that share all but their last few-shot example, "
+                              "so a batched teacher evaluates that common prompt prefix once (1 = a "
+                              "fresh sample per candidate).", minimum=1)
+    topics: list = setting([], "Optional topics or personas, rotated into the prompt per shot group.")
     min_chars: int = setting(8, "Shortest accepted input, in characters.", minimum=1)
     max_chars: int = setting(600, "Longest accepted input, in characters.", minimum=1)
     near_dup_threshold: float = setting(0.8, "Reject an input whose character 3-gram Jaccard similarity "

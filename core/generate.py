@@ -96,6 +96,7 @@ class Generator:
         self._local = threading.local()     # per-worker token buffer when K > 1
         self.scorer = None
         task = self.config.task
+        self.answer_shots = self._answer_shots()
         if task.type == "classification" and LabelScorer.available(teacher, self.mode):
             shots = balanced_shots(self.seeds, task.labels, self.config.generation.label_shots)
             self.scorer = LabelScorer(teacher, self.prompter, shots, task.labels, task.system_prompt)
@@ -155,8 +156,9 @@ class Generator:
         gen = self.config.generation
         task = self.config.task
         rng = random.Random(f"{gen.seed}:{index_no}")
-        shots = self._input_shots(rng, label)
-        topic = gen.topics[index_no % len(gen.topics)] if gen.topics else ""
+        group = index_no // gen.shot_group
+        shots = self._input_shots(group, rng, label)
+        topic = gen.topics[group % len(gen.topics)] if gen.topics else ""
         sample_seed = (gen.seed * 1_000_003 + index_no) % (2 ** 31)
         if announce:
             self.on_event(CandidateStarted(index_no, label))
@@ -196,8 +198,7 @@ class Generator:
             reason = "label-disagree" if gen.agreement and label and answer != label else None
             return self._finish(row, text, answer, reason)
 
-        answer_shots = rng.sample(self.seeds, min(gen.few_shot, len(self.seeds)))
-        request = self.prompter.answer(answer_shots, text, task.system_prompt)
+        request = self.prompter.answer(self.answer_shots, text, task.system_prompt)
         answered = self._ask(request, self._params(gen.label_temperature, gen.max_output_tokens,
                                                    sample_seed + 1), "answer")
         reason, answer = check_answer(answered.text, self.config)
@@ -236,17 +237,44 @@ class Generator:
         row["status"], row["reason"] = "rejected", reason
         return row
 
-    def _input_shots(self, rng: random.Random, label: Optional[str]) -> list[dict]:
+    def _answer_shots(self) -> list[dict]:
+        """The worked examples shown with every input the teacher answers: one set per run, so answers
+        are consistent and the answer prompts share a prefix evaluated once; for classification every
+        label is shown equally often, in a seeded order (no label always comes last)."""
+        gen = self.config.generation
+        task = self.config.task
+        rng = random.Random(f"{gen.seed}:answer-shots")
+        k = min(gen.few_shot, len(self.seeds))
+        if task.type == "classification" and task.labels:
+            shots = balanced_shots(rng.sample(self.seeds, len(self.seeds)), task.labels, k)
+            rng.shuffle(shots)
+            return shots
+        return rng.sample(self.seeds, k)
+
+    def _input_shots(self, group: int, rng: random.Random, label: Optional[str]) -> list[dict]:
         """Few-shot examples for writing a new input; for a label, mostly that label's seeds, so the
-        teacher stays on the label, plus a couple of others so it sees what the label is not."""
-        k = min(self.config.generation.few_shot, len(self.seeds))
+        teacher stays on the label, plus a couple of others so it sees what the label is not.
+
+        The candidates of one shot group (and label) share every shot but the last, in the same order,
+        so their prompts share a long prefix that a batched teacher evaluates once; the last shot is
+        the candidate's own, for variety.
+        """
+        gen = self.config.generation
+        k = min(gen.few_shot, len(self.seeds))
+        shared = random.Random(f"{gen.seed}:shots:{label or ''}:{group}")
         if not label:
-            return rng.sample(self.seeds, k)
-        same = [r for r in self.seeds if records.answer_text(r) == label]
-        other = [r for r in self.seeds if records.answer_text(r) != label]
-        n_same = min(len(same), max(1, (2 * k) // 3))
-        shots = rng.sample(same, n_same) + rng.sample(other, min(len(other), k - n_same))
-        rng.shuffle(shots)
+            shots = shared.sample(self.seeds, k)
+            pool = self.seeds
+        else:
+            same = [r for r in self.seeds if records.answer_text(r) == label]
+            other = [r for r in self.seeds if records.answer_text(r) != label]
+            n_same = min(len(same), max(1, (2 * k) // 3))
+            shots = shared.sample(same, n_same) + shared.sample(other, min(len(other), k - n_same))
+            shared.shuffle(shots)
+            pool = same if records.answer_text(shots[-1]) == label else other
+        # The candidate's own last shot: any seed of the same kind not already shown.
+        choices = [r for r in pool if not any(r is s for s in shots[:-1])]
+        shots[-1] = rng.choice(choices)
         return shots
 
     def _finish(self, row: dict, text: str, answer: str, reason: Optional[str]) -> dict:

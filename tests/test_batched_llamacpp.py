@@ -104,6 +104,39 @@ def test_batched_chat_equals_single_chat(model):
         assert_same_greedy(model, model._chat_tokens(chat, params)[0], a.text, b.text)
 
 
+HEADER = ("Classify each support ticket by the team that should handle it: billing, shipping or "
+          "accounts.\n\nTicket: I was charged twice for my order\nTeam: billing\n\nTicket: the courier "
+          "left my box at the wrong address\nTeam: shipping\n\nTicket: I cannot log in after resetting "
+          "my password\nTeam: accounts\n\nTicket: the refund has not reached my card yet\nTeam: billing")
+TAILS = ["my parcel never arrived", "please change my email address", "why is there a fee on my invoice",
+         "the tracking page shows no updates"]
+
+
+def test_requests_sharing_a_prefix_evaluate_it_once_with_the_same_outputs(model):
+    prompts = [f"{HEADER}\n\nTicket: {tail}\nTeam:" for tail in TAILS]
+    params = SamplingParams(max_tokens=6, stop=("\n",))
+    alone = single(model, lambda: [fresh(model, model.complete)(p, params) for p in prompts])
+    sizes = [len(model._prompt_tokens(p)) for p in prompts]
+    header = len(model._prompt_tokens(HEADER))
+
+    def evaluated(reuse):
+        model.clear_batch_cache()
+        model.prefix_cache = reuse
+        try:
+            out = model.complete_batch(prompts, params)     # all four submitted together
+            return out, model._engine.prompt_tokens_evaluated
+        finally:
+            model.prefix_cache = True
+    shared_out, shared_tokens = evaluated(True)
+    plain_out, plain_tokens = evaluated(False)
+    assert plain_tokens == sum(sizes)
+    # The header is evaluated once, not once per request.
+    assert shared_tokens <= sum(sizes) - (len(prompts) - 1) * (header - 2)
+    for p, a, b, c in zip(prompts, alone, shared_out, plain_out):
+        assert_same_greedy(model, model._prompt_tokens(p), a.text, b.text)
+        assert b.text == c.text
+
+
 def test_sampling_is_seeded_per_sequence(model):
     params = [SamplingParams(temperature=0.9, top_p=0.95, max_tokens=12, seed=s) for s in (1, 2, 1)]
     first = model.complete_batch(["Once upon a time"] * 3, params)

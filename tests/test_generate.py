@@ -11,7 +11,7 @@ import pytest
 
 from fakes import FakeTeacher
 from stillroom.core import events, records
-from stillroom.core.generate import generate
+from stillroom.core.generate import Generator, generate
 from stillroom.core.project import Project
 
 
@@ -144,3 +144,66 @@ def test_sigkill_during_generation_then_rerun_reaches_exactly_n(tmp_path):
     assert len(kept) == target
     assert len({r["id"] for r in rows}) == len(rows)
     assert len({records.user_text(r) for r in kept}) == len(kept)
+
+
+class PromptRecorder(FakeTeacher):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.prompts = []
+
+    def complete(self, prompt, params, on_token=None, cancel=None):
+        self.prompts.append(prompt)
+        return super().complete(prompt, params, on_token, cancel)
+
+
+def _shot_rows(tmp_path, group):
+    project = make_project(tmp_path / f"g{group}", seeds=12)
+    project.config.task.type = "qa"
+    project.config.generation.shot_group = group
+    project.config.generation.few_shot = 4
+    project.save_config()
+    teacher = PromptRecorder()
+    generate(Project.open(project.root), 16, teacher=teacher)
+    rows = Project.open(project.root).synthetic()
+    return rows, teacher.prompts
+
+
+def test_a_shot_group_shares_all_but_the_last_shot_so_prompts_share_a_prefix(tmp_path):
+    rows, prompts = _shot_rows(tmp_path, 8)
+    prompts = [p for p in prompts if p.endswith("Ticket:")]
+    shots = [r["meta"]["seed_ids"] for r in rows]
+    assert all(len(s) == 4 for s in shots)
+    first, second = shots[:8], shots[8:16]
+    assert all(s[:-1] == first[0][:-1] for s in first)
+    assert all(s[:-1] == second[0][:-1] for s in second)
+    assert first[0][:-1] != second[0][:-1], "the sample rotates between groups"
+    assert len({s[-1] for s in first}) > 1, "each candidate has its own last shot"
+    assert all(s[-1] not in s[:-1] for s in shots)
+    # The prompts of a group are the same text up to the last shot.
+    shared = prompts[0][:prompts[0].rindex("\n\nTicket:", 0, len(prompts[0]) - len("\n\nTicket:"))]
+    assert len(shared) > len(prompts[0]) // 2
+    assert all(p.startswith(shared) for p in prompts[:8]) and not prompts[8].startswith(shared)
+
+
+def test_every_answer_prompt_shows_the_same_worked_examples(tmp_path):
+    project = make_project(tmp_path, seeds=12)
+    project.config.generation.few_shot = 4
+    project.save_config()
+    generator = Generator(Project.open(project.root), FakeTeacher())
+    shots = generator.answer_shots
+    assert len(shots) == 4
+    assert Counter(records.answer_text(r) for r in shots) == {"billing": 2, "shipping": 2}
+    prompts = [generator.prompter.answer(shots, f"input {i}").prompt for i in range(3)]
+    head = prompts[0].rsplit("\n\nTicket:", 1)[0]
+    assert all(p.startswith(head) for p in prompts)
+    # The answer prompts of a run differ only in the input they ask about.
+    _, prompts = _shot_rows(tmp_path, 8)
+    answers = [p for p in prompts if p.endswith("Team:")]
+    head = answers[0].rsplit("\n\nTicket:", 1)[0]
+    assert len(answers) >= 16 and all(p.rsplit("\n\nTicket:", 1)[0] == head for p in answers)
+
+
+def test_shot_group_of_one_samples_fresh_shots_per_candidate(tmp_path):
+    rows, _ = _shot_rows(tmp_path, 1)
+    heads = [tuple(r["meta"]["seed_ids"][:-1]) for r in rows[:8]]
+    assert len(set(heads)) > 4

@@ -8,8 +8,14 @@ Two decoding paths share one set of memory-mapped weights:
   continuous-batching engine over llama.cpp's low-level API: a second context with one KV sequence per
   slot, every step one `llama_decode` over all live sequences (new prompts' tokens and the last sampled
   token of each running one), per-sequence sampler chains built with the same settings as the single
-  path, stop strings, per-sequence max tokens and cancel. A new request takes the free slot whose cached
-  tokens share the longest prefix with its prompt, so a stable few-shot header is decoded once per slot.
+  path, stop strings, per-sequence max tokens and cancel. A new request starts from the longest prefix
+  of its prompt cached in any slot (copied from another slot's KV buffer when need be), so a few-shot
+  header common to many requests is evaluated once.
+
+Each slot keeps its own KV buffer (llama.cpp's default, non-unified cache): a sequence's cells then sit
+in position order exactly as in the single path, so its logits, and its greedy output, match it. A
+unified cache would make prefix copies free but interleaves sequences' cells, and the changed summation
+order flipped greedy tokens at logit margins of 0.3 on SmolLM2.
 """
 from __future__ import annotations
 
@@ -343,6 +349,7 @@ class _Slot:
         self.sent = 0                      # characters already streamed
         self.first: Optional[float] = None
         self.started = 0.0
+        self.used = 0.0                    # when a request last took this slot
 
 
 class _BatchEngine:
@@ -377,6 +384,8 @@ class _BatchEngine:
         self.vocab = lc.llama_model_get_vocab(model.llm.model)
         self.batch = lc.llama_batch_init(self.n_batch, 0, 1)
         self.slots = [_Slot(i) for i in range(n_slots)]
+        self.n_swa = lc.llama_model_n_swa(model.llm.model)
+        self.prompt_tokens_evaluated = 0   # prompt tokens decoded (not taken from a cached prefix)
         self.queue: list[_Request] = []
         self.cond = threading.Condition()
         self.closed = False
@@ -435,31 +444,66 @@ class _BatchEngine:
             request.done.set()
 
     def _admit(self) -> None:
-        """Move queued requests into free slots, each into the one sharing the longest cached prefix."""
+        """Move queued requests into free slots, reusing the longest cached prompt prefix anywhere.
+
+        A request takes the free slot whose cached tokens share the longest prefix with its prompt
+        (the least recently used one when none does). When another slot, busy or free, holds a longer
+        shared prefix, that slot's KV buffer is copied into the request's sequence and cut to the
+        prefix. A request whose prefix another slot is still evaluating waits for it (one step), so
+        a few-shot header common to many candidates started together is evaluated once.
+        """
+        waiting = []
         while self.queue:
             free = [s for s in self.slots if s.request is None]
             if not free:
-                return
+                break
             request = self.queue.pop(0)
             if request.cancel is not None and request.cancel.is_set():
                 self._resolve(request, Completion("", "cancelled", len(request.tokens), 0, 0.0))
                 continue
-            best, keep = free[0], -1
-            for slot in free:
-                shared = _common_prefix(slot.cached, request.tokens) if self.model.prefix_cache else 0
-                if shared > keep:
-                    best, keep = slot, shared
-            keep = min(keep, len(request.tokens) - 1)   # re-decode at least one token for fresh logits
-            self.lc.llama_memory_seq_rm(self.mem, best.seq_id, keep, -1)
-            best.cached = request.tokens[:keep]
-            best.todo = request.tokens[keep:]
-            best.request = request
-            best.generated = []
-            best.sent = 0
-            best.first = None
-            best.started = time.perf_counter()
-            self._free_sampler(best)
-            best.sampler = self._sampler(request.params)
+            tokens = request.tokens
+            limit = len(tokens) - 1          # re-decode at least one token for fresh logits
+            if not self.model.prefix_cache:
+                self._assign(free[0] if len(free) == 1 else min(free, key=lambda s: s.used), request, 0)
+                continue
+            shared = {s.seq_id: self._usable(s, min(_common_prefix(s.cached, tokens), limit))
+                      for s in self.slots}
+            best = max(shared.values())
+            coming = max((_common_prefix(s.cached + s.todo, tokens) for s in self.slots if s.todo),
+                         default=0)
+            if min(coming, limit) >= best + _WORTH_COPYING:
+                waiting.append(request)      # its prefix is being evaluated in another slot
+                continue
+            slot = max(free, key=lambda s: (shared[s.seq_id], -s.used))
+            keep = shared[slot.seq_id]
+            source = max(self.slots, key=lambda s: shared[s.seq_id])
+            if shared[source.seq_id] >= keep + _WORTH_COPYING and source is not slot:
+                # A sequence's KV lives in its own buffer: copy the whole buffer, keep the prefix.
+                self.lc.llama_memory_seq_rm(self.mem, slot.seq_id, -1, -1)
+                self.lc.llama_memory_seq_cp(self.mem, source.seq_id, slot.seq_id, -1, -1)
+                keep = shared[source.seq_id]
+            self._assign(slot, request, keep)
+        self.queue[:0] = waiting
+
+    def _assign(self, slot: _Slot, request: _Request, keep: int) -> None:
+        self.lc.llama_memory_seq_rm(self.mem, slot.seq_id, keep, -1)
+        slot.cached = request.tokens[:keep]
+        slot.todo = request.tokens[keep:]
+        slot.request = request
+        slot.generated = []
+        slot.sent = 0
+        slot.first = None
+        slot.started = slot.used = time.perf_counter()
+        self._free_sampler(slot)
+        slot.sampler = self._sampler(request.params)
+
+    def _usable(self, slot: _Slot, keep: int) -> int:
+        """How much of a slot's cached prefix can be kept: with sliding-window attention llama.cpp
+        drops cells that left the window, and a prefix whose window is incomplete must be redone."""
+        if keep <= 0 or self.n_swa <= 0:
+            return max(keep, 0)
+        oldest = self.lc.llama_memory_seq_pos_min(self.mem, slot.seq_id)
+        return keep if oldest <= max(0, keep - self.n_swa) else 0
 
     def _sampler(self, params: SamplingParams):
         """The chain llama-cpp-python's Llama builds for the same settings (see Llama._init_sampler)."""
@@ -495,15 +539,22 @@ class _BatchEngine:
                 self._finish(slot, "cancelled")
         live = [s for s in self.slots if s.request is not None]
         # Running sequences first (one token each), then prompt chunks in the room left.
+        chunks = {}
+        room = self.n_batch
         for slot in sorted(live, key=lambda s: bool(s.todo)):
-            room = self.n_batch - batch.n_tokens
             if room <= 0:
                 break
             if slot.todo:
-                chunk, slot.todo = slot.todo[:room], slot.todo[room:]
-                wants_logits = not slot.todo
+                chunks[slot.seq_id] = slot.todo[:room]
+                slot.todo = slot.todo[room:]
+                self.prompt_tokens_evaluated += len(chunks[slot.seq_id])
             else:
-                chunk, wants_logits = [slot.generated[-1]], True
+                chunks[slot.seq_id] = [slot.generated[-1]]
+            room -= len(chunks[slot.seq_id])
+        # In sequence order: llama.cpp cuts a batch into ubatches of consecutive sequence ids.
+        for slot in (s for s in self.slots if s.seq_id in chunks):
+            chunk = chunks[slot.seq_id]
+            wants_logits = not slot.todo
             for j, token in enumerate(chunk):
                 k = batch.n_tokens
                 batch.token[k] = token
@@ -583,6 +634,9 @@ class _BatchEngine:
     def _resolve(request: _Request, completion: Completion) -> None:
         request.result = completion
         request.done.set()
+
+
+_WORTH_COPYING = 16   # tokens of shared prefix worth a KV buffer copy or a one-step wait
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
