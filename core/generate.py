@@ -96,7 +96,6 @@ class Generator:
         self._local = threading.local()     # per-worker token buffer when K > 1
         self.scorer = None
         task = self.config.task
-        self.answer_shots = self._answer_shots()
         if task.type == "classification" and LabelScorer.available(teacher, self.mode):
             shots = balanced_shots(self.seeds, task.labels, self.config.generation.label_shots)
             self.scorer = LabelScorer(teacher, self.prompter, shots, task.labels, task.system_prompt)
@@ -157,8 +156,10 @@ class Generator:
         task = self.config.task
         rng = random.Random(f"{gen.seed}:{index_no}")
         group = index_no // gen.shot_group
-        shots = self._input_shots(group, rng, label)
-        topic = gen.topics[group % len(gen.topics)] if gen.topics else ""
+        # Labels take turns, so a label's next shot_group candidates span that many times more indices.
+        input_group = index_no // (gen.shot_group * len(task.labels)) if label else group
+        shots = self._input_shots(input_group, rng, label)
+        topic = gen.topics[input_group % len(gen.topics)] if gen.topics else ""
         sample_seed = (gen.seed * 1_000_003 + index_no) % (2 ** 31)
         if announce:
             self.on_event(CandidateStarted(index_no, label))
@@ -198,7 +199,7 @@ class Generator:
             reason = "label-disagree" if gen.agreement and label and answer != label else None
             return self._finish(row, text, answer, reason)
 
-        request = self.prompter.answer(self.answer_shots, text, task.system_prompt)
+        request = self.prompter.answer(self._answer_shots(group), text, task.system_prompt)
         answered = self._ask(request, self._params(gen.label_temperature, gen.max_output_tokens,
                                                    sample_seed + 1), "answer")
         reason, answer = check_answer(answered.text, self.config)
@@ -237,13 +238,14 @@ class Generator:
         row["status"], row["reason"] = "rejected", reason
         return row
 
-    def _answer_shots(self) -> list[dict]:
-        """The worked examples shown with every input the teacher answers: one set per run, so answers
-        are consistent and the answer prompts share a prefix evaluated once; for classification every
-        label is shown equally often, in a seeded order (no label always comes last)."""
+    def _answer_shots(self, group: int) -> list[dict]:
+        """The worked examples shown with the inputs the teacher answers: one set per shot group, so a
+        group's answer prompts differ only in the input (a prefix evaluated once), rotated between
+        groups so no one example's quirks (or, for a base model, the label shown last) bias every
+        answer; for classification every label is shown equally often."""
         gen = self.config.generation
         task = self.config.task
-        rng = random.Random(f"{gen.seed}:answer-shots")
+        rng = random.Random(f"{gen.seed}:answer-shots:{group}")
         k = min(gen.few_shot, len(self.seeds))
         if task.type == "classification" and task.labels:
             shots = balanced_shots(rng.sample(self.seeds, len(self.seeds)), task.labels, k)

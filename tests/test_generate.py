@@ -185,25 +185,37 @@ def test_a_shot_group_shares_all_but_the_last_shot_so_prompts_share_a_prefix(tmp
     assert all(p.startswith(shared) for p in prompts[:8]) and not prompts[8].startswith(shared)
 
 
-def test_every_answer_prompt_shows_the_same_worked_examples(tmp_path):
+def test_answer_prompts_of_a_shot_group_show_the_same_balanced_examples(tmp_path):
     project = make_project(tmp_path, seeds=12)
     project.config.generation.few_shot = 4
     project.save_config()
     generator = Generator(Project.open(project.root), FakeTeacher())
-    shots = generator.answer_shots
-    assert len(shots) == 4
-    assert Counter(records.answer_text(r) for r in shots) == {"billing": 2, "shipping": 2}
-    prompts = [generator.prompter.answer(shots, f"input {i}").prompt for i in range(3)]
-    head = prompts[0].rsplit("\n\nTicket:", 1)[0]
-    assert all(p.startswith(head) for p in prompts)
-    # The answer prompts of a run differ only in the input they ask about.
+    shots = [generator._answer_shots(g) for g in range(6)]
+    assert all(Counter(records.answer_text(r) for r in s) == {"billing": 2, "shipping": 2} for s in shots)
+    assert len({tuple(records.user_text(r) for r in s) for s in shots}) > 1, "rotated between groups"
+    # The answer prompts of one group differ only in the input they ask about.
     _, prompts = _shot_rows(tmp_path, 8)
     answers = [p for p in prompts if p.endswith("Team:")]
-    head = answers[0].rsplit("\n\nTicket:", 1)[0]
-    assert len(answers) >= 16 and all(p.rsplit("\n\nTicket:", 1)[0] == head for p in answers)
+    heads = [p.rsplit("\n\nTicket:", 1)[0] for p in answers]
+    assert len(answers) >= 16
+    assert len(set(heads[:8])) == 1 and len(set(heads[8:16])) == 1 and heads[0] != heads[8]
 
 
 def test_shot_group_of_one_samples_fresh_shots_per_candidate(tmp_path):
     rows, _ = _shot_rows(tmp_path, 1)
     heads = [tuple(r["meta"]["seed_ids"][:-1]) for r in rows[:8]]
     assert len(set(heads)) > 4
+
+
+def test_a_labels_candidates_share_its_shots_across_the_turns_of_the_labels(tmp_path):
+    project = make_project(tmp_path, seeds=12)
+    project.config.generation.few_shot = 4
+    project.config.generation.shot_group = 4
+    project.save_config()
+    generate(Project.open(project.root), 16, teacher=FakeTeacher())
+    rows = Project.open(project.root).synthetic()[:8]     # indices 0-7: one group per label
+    by_label = {}
+    for row in rows:
+        by_label.setdefault(row["meta"]["intended_label"], []).append(row["meta"]["seed_ids"][:-1])
+    assert set(by_label) == {"billing", "shipping"}
+    assert all(len(heads) >= 3 and len({tuple(h) for h in heads}) == 1 for heads in by_label.values())

@@ -6,16 +6,18 @@ Two decoding paths share one set of memory-mapped weights:
   time, with its prompt cache;
 * the batched path (`complete_batch`, `chat_batch`, and `complete`/`chat` when `parallel` > 1) runs a
   continuous-batching engine over llama.cpp's low-level API: a second context with one KV sequence per
-  slot, every step one `llama_decode` over all live sequences (new prompts' tokens and the last sampled
-  token of each running one), per-sequence sampler chains built with the same settings as the single
-  path, stop strings, per-sequence max tokens and cancel. A new request starts from the longest prefix
-  of its prompt cached in any slot (copied from another slot's KV buffer when need be), so a few-shot
-  header common to many requests is evaluated once.
+  slot; every step one `llama_decode` for the last sampled token of every running sequence, and one
+  for each new prompt, whole, as the single path evaluates it; per-sequence sampler chains built with
+  the same settings as the single path, stop strings, per-sequence max tokens and cancel. A new request
+  starts from the longest prefix of its prompt cached in any slot (copied from another slot's KV buffer
+  when need be), so a few-shot header common to many requests is evaluated once.
 
 Each slot keeps its own KV buffer (llama.cpp's default, non-unified cache): a sequence's cells then sit
-in position order exactly as in the single path, so its logits, and its greedy output, match it. A
-unified cache would make prefix copies free but interleaves sequences' cells, and the changed summation
-order flipped greedy tokens at logit margins of 0.3 on SmolLM2.
+in position order exactly as in the single path, so on SmolLM2 its logits, and its greedy output, are
+bit-identical to the single path's. A unified cache would make prefix copies free but interleaves the
+sequences' cells, and the changed summation order flipped greedy tokens at logit margins of 0.3. On the
+bundled Gemma 3 (Q4_K_M) llama.cpp's logits for a sequence also depend on how many sequences share its
+decode step (by up to about 1 logit), so its batched samples differ from the single path's.
 """
 from __future__ import annotations
 
@@ -528,32 +530,27 @@ class _BatchEngine:
             slot.sampler = None
 
     def _step(self) -> None:
+        """One pass: the next token of every running sequence in one decode, then each new prompt
+        whole (up to n_batch tokens) in a decode of its own, chunked as the single path chunks it,
+        so its logits do not depend on what else is in flight."""
+        for slot in [s for s in self.slots if s.request is not None]:
+            if slot.request.cancel is not None and slot.request.cancel.is_set():
+                self._finish(slot, "cancelled")
+        running = [s for s in self.slots if s.request is not None and not s.todo]
+        if running:
+            self._decode([(slot, [slot.generated[-1]]) for slot in running])
+        for slot in [s for s in self.slots if s.request is not None and s.todo]:
+            chunk, slot.todo = slot.todo[:self.n_batch], slot.todo[self.n_batch:]
+            self.prompt_tokens_evaluated += len(chunk)
+            self._decode([(slot, chunk)])
+
+    def _decode(self, work: list) -> None:
+        """Decode (slot, tokens) pairs in one llama_decode; sample each slot whose tokens are all in."""
         lc = self.lc
         batch = self.batch
         batch.n_tokens = 0
         sample_at: list[tuple[_Slot, int]] = []
-        live = [s for s in self.slots if s.request is not None]
-        for slot in live:
-            request = slot.request
-            if request.cancel is not None and request.cancel.is_set():
-                self._finish(slot, "cancelled")
-        live = [s for s in self.slots if s.request is not None]
-        # Running sequences first (one token each), then prompt chunks in the room left.
-        chunks = {}
-        room = self.n_batch
-        for slot in sorted(live, key=lambda s: bool(s.todo)):
-            if room <= 0:
-                break
-            if slot.todo:
-                chunks[slot.seq_id] = slot.todo[:room]
-                slot.todo = slot.todo[room:]
-                self.prompt_tokens_evaluated += len(chunks[slot.seq_id])
-            else:
-                chunks[slot.seq_id] = [slot.generated[-1]]
-            room -= len(chunks[slot.seq_id])
-        # In sequence order: llama.cpp cuts a batch into ubatches of consecutive sequence ids.
-        for slot in (s for s in self.slots if s.seq_id in chunks):
-            chunk = chunks[slot.seq_id]
+        for slot, chunk in work:
             wants_logits = not slot.todo
             for j, token in enumerate(chunk):
                 k = batch.n_tokens
@@ -566,8 +563,6 @@ class _BatchEngine:
             slot.cached.extend(chunk)
             if wants_logits:
                 sample_at.append((slot, batch.n_tokens - 1))
-        if batch.n_tokens == 0:
-            return
         code = lc.llama_decode(self.ctx, batch)
         if code != 0:
             raise ModelError(f"{self.model.name}: llama_decode failed with code {code}",
