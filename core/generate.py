@@ -18,6 +18,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -88,7 +89,9 @@ class Generator:
         self.prompter = Prompter(self.config.task, self.mode)
         self.seeds = usable_seeds(project)
         self.teacher_tokens = 0
-        self.teacher_seconds = 0.0
+        self.teacher_seconds = 0.0          # wall time with a teacher request running
+        self._busy = 0
+        self._busy_since = 0.0
         self.concurrency = max(1, int(self.config.teacher.max_in_flight))
         limit = getattr(teacher, "max_concurrency", None)
         if limit:
@@ -130,11 +133,28 @@ class Generator:
             self.on_event(TokenStreamed(piece, "teacher", purpose))
         return forward
 
+    @contextmanager
+    def _teacher_busy(self):
+        """Counts the wall time during which at least one teacher request is running into
+        teacher_seconds (K overlapping requests count once, so tokens/teacher_seconds is a rate)."""
+        with self._lock:
+            if self._busy == 0:
+                self._busy_since = time.perf_counter()
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+                if self._busy == 0:
+                    self.teacher_seconds += time.perf_counter() - self._busy_since
+
     def _ask(self, request, params, purpose):
-        completion = ask(self.teacher, request, params, on_token=self._stream(purpose), cancel=self.cancel)
+        with self._teacher_busy():
+            completion = ask(self.teacher, request, params, on_token=self._stream(purpose),
+                             cancel=self.cancel)
         with self._lock:
             self.teacher_tokens += completion.completion_tokens
-            self.teacher_seconds += completion.seconds
         if completion.finish_reason == "cancelled":
             raise Cancelled("generation stopped")
         if self.concurrency > 1 and completion.text:
@@ -188,10 +208,8 @@ class Generator:
             return self._finish(row, text, "", reason)
 
         if self.scorer is not None:
-            started = time.perf_counter()
-            answer, probs = self.scorer.label(text)
-            with self._lock:
-                self.teacher_seconds += time.perf_counter() - started
+            with self._teacher_busy():
+                answer, probs = self.scorer.label(text)
             self.on_event(TokenStreamed(" → " + answer, "teacher", "answer"))
             row["scores"]["label_probs"] = probs
             meta["teacher_label"] = answer

@@ -150,3 +150,15 @@ def test_sigkill_during_concurrent_generation_then_rerun_reaches_exactly_n(tmp_p
     assert len(kept) == target
     assert [r["id"] for r in rows] == [f"syn-{i:06d}" for i in range(len(rows))]
     assert len({records.user_text(r) for r in kept}) == len(kept)
+
+
+def test_teacher_time_counts_overlapping_requests_once(tmp_path):
+    project = make_project(tmp_path)
+    project.config.teacher.max_in_flight = 4
+    project.save_config()
+    teacher = SeededTeacher(delay=0.05)
+    result = generate(Project.open(project.root), 12, teacher=teacher)
+    assert teacher.peak > 1
+    # Summed per request, 4 overlapping requests would add up to about 4x the wall time; the teacher
+    # was busy at least as long as its calls take with 4 at a time.
+    assert teacher.calls * 0.05 / 4 * 0.9 <= result.teacher_seconds <= result.elapsed
