@@ -156,3 +156,31 @@ def test_cancel_stops_every_sequence(model):
     out = model.complete_batch(PROMPTS, SamplingParams(max_tokens=200), cancel=cancel, on_token=on_token)
     assert all(c.finish_reason == "cancelled" for c in out)
     assert all(c.completion_tokens < 200 for c in out)
+
+
+def test_a_failure_while_admitting_fails_the_callers_and_the_next_call_recovers(model, monkeypatch):
+    from stillroom.core.backends.llamacpp import _BatchEngine
+    from stillroom.core.errors import ModelError
+    model.clear_batch_cache()
+
+    def broken(self, params):
+        raise RuntimeError("no sampler")
+    with monkeypatch.context() as patch:
+        patch.setattr(_BatchEngine, "_sampler", broken)
+        outcome = []
+        worker = threading.Thread(target=lambda: outcome.append(
+            _raises(lambda: model.complete_batch(PROMPTS[:3], SamplingParams(max_tokens=4)))))
+        worker.start()
+        worker.join(60)
+        assert not worker.is_alive(), "a caller hung"
+    assert isinstance(outcome[0], ModelError) and "no sampler" in str(outcome[0])
+    # The next request gets a fresh engine.
+    assert model.complete_batch(["1, 2, 3, 4,"], SamplingParams(max_tokens=4))[0].text
+
+
+def _raises(call):
+    try:
+        call()
+    except Exception as exc:       # the test inspects it
+        return exc
+    return None

@@ -222,6 +222,9 @@ class LlamaCppModel:
     def _submit(self, tokens: list[int], params: SamplingParams, on_token, cancel) -> "_Request":
         self._check_context(len(tokens), params)
         with self._engine_lock:
+            if self._engine is not None and self._engine.closed:   # failed earlier: start afresh
+                self._engine.close()
+                self._engine = None
             if self._engine is None:
                 if self.llm is None:
                     raise ModelError(f"{self.name}: the model is closed")
@@ -455,37 +458,52 @@ class _BatchEngine:
         a few-shot header common to many candidates started together is evaluated once.
         """
         waiting = []
-        while self.queue:
-            free = [s for s in self.slots if s.request is None]
-            if not free:
-                break
-            request = self.queue.pop(0)
-            if request.cancel is not None and request.cancel.is_set():
-                self._resolve(request, Completion("", "cancelled", len(request.tokens), 0, 0.0))
-                continue
-            tokens = request.tokens
-            limit = len(tokens) - 1          # re-decode at least one token for fresh logits
-            if not self.model.prefix_cache:
-                self._assign(free[0] if len(free) == 1 else min(free, key=lambda s: s.used), request, 0)
-                continue
-            shared = {s.seq_id: self._usable(s, min(_common_prefix(s.cached, tokens), limit))
-                      for s in self.slots}
-            best = max(shared.values())
-            coming = max((_common_prefix(s.cached + s.todo, tokens) for s in self.slots if s.todo),
-                         default=0)
-            if min(coming, limit) >= best + _WORTH_COPYING:
-                waiting.append(request)      # its prefix is being evaluated in another slot
-                continue
-            slot = max(free, key=lambda s: (shared[s.seq_id], -s.used))
-            keep = shared[slot.seq_id]
-            source = max(self.slots, key=lambda s: shared[s.seq_id])
-            if shared[source.seq_id] >= keep + _WORTH_COPYING and source is not slot:
-                # A sequence's KV lives in its own buffer: copy the whole buffer, keep the prefix.
-                self.lc.llama_memory_seq_rm(self.mem, slot.seq_id, -1, -1)
-                self.lc.llama_memory_seq_cp(self.mem, source.seq_id, slot.seq_id, -1, -1)
-                keep = shared[source.seq_id]
-            self._assign(slot, request, keep)
-        self.queue[:0] = waiting
+        try:
+            while self.queue:
+                free = [s for s in self.slots if s.request is None]
+                if not free:
+                    break
+                # Left in the queue until placed: if placing fails, the loop fails it with the rest.
+                request = self.queue[0]
+                if request.cancel is not None and request.cancel.is_set():
+                    self.queue.pop(0)
+                    self._resolve(request, Completion("", "cancelled", len(request.tokens), 0, 0.0))
+                    continue
+                if self._waits(request):
+                    waiting.append(self.queue.pop(0))
+                    continue
+                self._place(request, free)
+                self.queue.pop(0)
+        finally:
+            self.queue[:0] = waiting
+
+    def _waits(self, request: _Request) -> bool:
+        """Whether another slot is evaluating a longer prefix of this prompt than any slot holds."""
+        if not self.model.prefix_cache:
+            return False
+        tokens = request.tokens
+        limit = len(tokens) - 1
+        best = max(self._usable(s, min(_common_prefix(s.cached, tokens), limit)) for s in self.slots)
+        coming = max((_common_prefix(s.cached + s.todo, tokens) for s in self.slots if s.todo), default=0)
+        return min(coming, limit) >= best + _WORTH_COPYING
+
+    def _place(self, request: _Request, free: list) -> None:
+        tokens = request.tokens
+        limit = len(tokens) - 1          # re-decode at least one token for fresh logits
+        if not self.model.prefix_cache:
+            self._assign(min(free, key=lambda s: s.used), request, 0)
+            return
+        shared = {s.seq_id: self._usable(s, min(_common_prefix(s.cached, tokens), limit))
+                  for s in self.slots}
+        slot = max(free, key=lambda s: (shared[s.seq_id], -s.used))
+        keep = shared[slot.seq_id]
+        source = max(self.slots, key=lambda s: shared[s.seq_id])
+        if shared[source.seq_id] >= keep + _WORTH_COPYING and source is not slot:
+            # A sequence's KV lives in its own buffer: copy the whole buffer, keep the prefix.
+            self.lc.llama_memory_seq_rm(self.mem, slot.seq_id, -1, -1)
+            self.lc.llama_memory_seq_cp(self.mem, source.seq_id, slot.seq_id, -1, -1)
+            keep = shared[source.seq_id]
+        self._assign(slot, request, keep)
 
     def _assign(self, slot: _Slot, request: _Request, keep: int) -> None:
         self.lc.llama_memory_seq_rm(self.mem, slot.seq_id, keep, -1)
