@@ -6,7 +6,7 @@ sampled text, so every teacher second is token generation, as in the plain loop)
 keeps every prompt and setting the pipeline sent, and the plain loop replays exactly those through
 `Llama.create_completion`. Then the pipeline runs again with K candidates in flight on the batched
 llama.cpp engine, with and without prompt-prefix reuse between candidates (the candidates of a shot
-group share all few-shot examples but the last, and every answer prompt shows the same examples, so
+group share all few-shot examples but the last, and its answer prompts show the same examples, so
 most of each prompt is a prefix the engine has already evaluated in some slot).
 
 The batched run samples with the same seeds and settings, but its prompts are evaluated in different

@@ -469,32 +469,31 @@ class _BatchEngine:
                     self.queue.pop(0)
                     self._resolve(request, Completion("", "cancelled", len(request.tokens), 0, 0.0))
                     continue
-                if self._waits(request):
+                shared = self._shared(request.tokens)
+                if self._waits(request.tokens, shared):
                     waiting.append(self.queue.pop(0))
                     continue
-                self._place(request, free)
+                self._place(request, free, shared)
                 self.queue.pop(0)
         finally:
             self.queue[:0] = waiting
 
-    def _waits(self, request: _Request) -> bool:
+    def _shared(self, tokens: list[int]) -> dict:
+        """Per slot, how many leading tokens of `tokens` it holds that can be reused (none without
+        prefix reuse; never the whole prompt: its last token is decoded again for fresh logits)."""
+        if not self.model.prefix_cache:
+            return {s.seq_id: 0 for s in self.slots}
+        limit = len(tokens) - 1
+        return {s.seq_id: self._usable(s, min(_common_prefix(s.cached, tokens), limit)) for s in self.slots}
+
+    def _waits(self, tokens: list[int], shared: dict) -> bool:
         """Whether another slot is evaluating a longer prefix of this prompt than any slot holds."""
         if not self.model.prefix_cache:
             return False
-        tokens = request.tokens
-        limit = len(tokens) - 1
-        best = max(self._usable(s, min(_common_prefix(s.cached, tokens), limit)) for s in self.slots)
         coming = max((_common_prefix(s.cached + s.todo, tokens) for s in self.slots if s.todo), default=0)
-        return min(coming, limit) >= best + _WORTH_COPYING
+        return min(coming, len(tokens) - 1) >= max(shared.values()) + _WORTH_COPYING
 
-    def _place(self, request: _Request, free: list) -> None:
-        tokens = request.tokens
-        limit = len(tokens) - 1          # re-decode at least one token for fresh logits
-        if not self.model.prefix_cache:
-            self._assign(min(free, key=lambda s: s.used), request, 0)
-            return
-        shared = {s.seq_id: self._usable(s, min(_common_prefix(s.cached, tokens), limit))
-                  for s in self.slots}
+    def _place(self, request: _Request, free: list, shared: dict) -> None:
         slot = max(free, key=lambda s: (shared[s.seq_id], -s.used))
         keep = shared[slot.seq_id]
         source = max(self.slots, key=lambda s: shared[s.seq_id])
