@@ -1,6 +1,6 @@
 """Teacher throughput: Stillroom's generation pipeline against a plain llama-cpp-python loop.
 
-Same model (the bundled Gemma 3 270M teacher), same prompts, same sampling settings, one process, one
+Same model (the bundled Gemma 3 270M teacher), same prompts, same sampling settings, one
 run. The pipeline writes rows for the demo tickets as a `qa` task (both the new input and its answer are
 sampled text, so every teacher second is token generation, as in the plain loop); a recording wrapper
 keeps every prompt and setting the pipeline sent, and the plain loop replays exactly those through
@@ -14,6 +14,10 @@ chunks (a cached prefix, then the rest), and llama.cpp's kernels round chunks of
 differently: the sampled texts, and so their lengths and the rows they yield, differ from the K=1 run.
 Tokens/s compares the engines; rows/s also carries that difference.
 
+Each side runs in a fresh process, as a `stillroom generate` run does: llama.cpp's OpenMP thread
+team belongs to the thread that calls it, and a process whose llama.cpp work had moved from one thread
+(the K=1 run's) to another (the batched engine's) ran its batched side about 20% slower.
+
     python bench/generate.py [--rows 32] [--k 8] [--threads N]
 
 --threads sets llama.cpp's CPU threads for both sides (default: all cores). On a machine shared with
@@ -24,7 +28,11 @@ Ends with: RATIOS generate: single=<pipeline/plain tok/s, K=1> batched=<pipeline
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -70,6 +78,7 @@ def run_pipeline(folder, k, rows, settings, model_path, *, prefix_cache=True):
     project = make_project(folder, k, settings)
     teacher = LlamaCppModel(model_path, name="gemma-3-270m", is_base=True, parallel=k, n_threads=THREADS)
     teacher.prefix_cache = prefix_cache
+    import datasketch  # noqa: F401  (the dedup index's library: imported before the clock, as the model is loaded)
     if k > 1:   # start the engine (its context) before the clock, as the model load is
         teacher.complete_batch(["warm up"], settings_params(1))
         teacher._engine.prompt_tokens_evaluated = 0
@@ -120,41 +129,85 @@ def run_plain(model_path, calls):
     return dict(seconds=t.seconds, tokens=tokens, tps=tokens / t.seconds)
 
 
+def side(args) -> None:
+    """One measured side, in this (fresh) process; its figures go to --out as JSON."""
+    from stillroom.core.backends.base import SamplingParams
+    from stillroom.core.models import bundled_path
+    model_path = bundled_path("gemma-3-270m")
+    from stillroom.core.backends.llamacpp import _silence_llama_log
+    _silence_llama_log()     # llama.cpp's own notices (the SWA cache) would interleave with the figures
+    if args.side == "plain":
+        calls = [(prompt, SamplingParams(**{**p, "stop": tuple(p["stop"])}))
+                 for prompt, p in json.loads(Path(args.calls).read_text())]
+        result = run_plain(model_path, calls)
+    else:
+        result = run_pipeline(Path(args.folder), args.k, args.rows, SETTINGS, model_path,
+                              prefix_cache=not args.no_prefix_reuse)
+        if args.calls:
+            Path(args.calls).write_text(json.dumps([(prompt, dataclasses.asdict(p))
+                                                    for prompt, p in result["calls"]]))
+        del result["calls"]
+    Path(args.out).write_text(json.dumps(result))
+
+
+SETTINGS = dict(max_input_tokens=48, max_output_tokens=32, seed=0)
+
+
+def run_side(tmp: Path, name: str, *extra) -> dict:
+    out = tmp / f"{name}.json"
+    cmd = [sys.executable, __file__, "--side", *extra, "--out", str(out), "--threads", str(THREADS)]
+    subprocess.run(cmd, check=True)
+    return json.loads(out.read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=32, help="kept rows per pipeline run")
     parser.add_argument("--k", type=int, default=8, help="candidates in flight for the batched run")
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = all cores)")
+    parser.add_argument("--side", choices=["pipeline", "plain"], help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--calls", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", help=argparse.SUPPRESS)
+    parser.add_argument("--no-prefix-reuse", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     global THREADS
     THREADS = args.threads
+    if args.side:
+        side(args)
+        return
     from stillroom.core.models import bundled_path
     model_path = bundled_path("gemma-3-270m")
-    settings = dict(max_input_tokens=48, max_output_tokens=32, seed=0)
     print(f"machine: {machine()}; model: {model_path.name}; rows: {args.rows}; "
           f"threads: {THREADS or os.cpu_count()}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="stillroom-bench-"))
+    calls = str(tmp / "calls.json")
 
-    single = run_pipeline(tmp / "single", 1, args.rows, settings, model_path)
+    def pipeline(name, k, *extra):
+        return run_side(tmp, name, "pipeline", "--k", str(k), "--rows", str(args.rows),
+                        "--folder", str(tmp / name), *extra)
+
+    single = pipeline("single", 1, "--calls", calls)
+    n_calls = len(json.loads(Path(calls).read_text()))
     print(f"stillroom K=1        : {single['tokens']} tok in {single['seconds']:.1f} s = {single['tps']:.1f} tok/s, "
-          f"{single['rows_per_s']:.3f} rows/s ({single['candidates']} candidates, {len(single['calls'])} calls)",
+          f"{single['rows_per_s']:.3f} rows/s ({single['candidates']} candidates, {n_calls} calls)",
           flush=True)
-    plain1 = run_plain(model_path, single["calls"])
+    plain1 = run_side(tmp, "plain1", "plain", "--calls", calls)
     print(f"plain llama-cpp loop : {plain1['tokens']} tok in {plain1['seconds']:.1f} s = {plain1['tps']:.1f} tok/s",
           flush=True)
-    batched = run_pipeline(tmp / "batched", args.k, args.rows, settings, model_path)
+    batched = pipeline("batched", args.k)
     print(f"stillroom K={args.k}        : {batched['tokens']} tok in {batched['seconds']:.1f} s = "
           f"{batched['tps']:.1f} tok/s, {batched['rows_per_s']:.3f} rows/s ({batched['candidates']} candidates); "
           f"prompt tokens evaluated {batched['evaluated']} of {batched['prompt_tokens']} sent", flush=True)
-    nocache = run_pipeline(tmp / "nocache", args.k, args.rows, settings, model_path, prefix_cache=False)
+    nocache = pipeline("nocache", args.k, "--no-prefix-reuse")
     print(f"stillroom K={args.k}, no prefix reuse: {nocache['tokens']} tok in {nocache['seconds']:.1f} s = "
           f"{nocache['tps']:.1f} tok/s, {nocache['rows_per_s']:.3f} rows/s; prompt tokens evaluated "
           f"{nocache['evaluated']} of {nocache['prompt_tokens']}", flush=True)
-    plain2 = run_plain(model_path, single["calls"])
+    plain2 = run_side(tmp, "plain2", "plain", "--calls", calls)
     print(f"plain llama-cpp loop (again): {plain2['tps']:.1f} tok/s", flush=True)
-    single2 = run_pipeline(tmp / "single2", 1, args.rows, settings, model_path)
+    single2 = pipeline("single2", 1)
     print(f"stillroom K=1 (again): {single2['tps']:.1f} tok/s", flush=True)
-    batched2 = run_pipeline(tmp / "batched2", args.k, args.rows, settings, model_path)
+    batched2 = pipeline("batched2", args.k)
     print(f"stillroom K={args.k} (again): {batched2['tps']:.1f} tok/s, {batched2['rows_per_s']:.3f} rows/s",
           flush=True)
     plain = (plain1["tps"] + plain2["tps"]) / 2

@@ -8,8 +8,11 @@ With `teacher.max_in_flight` = K > 1 (and a teacher that allows it: a server, se
 batched llama.cpp engine), K candidates are worked on at once by worker threads while the main thread
 commits finished candidates strictly in index order: the final de-duplication check, the append and
 the events all happen there, so the file stays append-only, ids stay gap-free and a resumed run
-continues exactly as a sequential one would. Which indices are started, and with which label, is
-decided only from committed rows, so given the teacher's outputs the rows are the same for any K.
+continues exactly as a sequential one would. A finished candidate waiting behind a slower, earlier
+one does not hold a teacher slot: up to 2K candidates may be finished but not yet committed, so the
+teacher keeps K requests busy. A candidate's label is chosen from the rows committed at least that
+window before it and the labels intended since, never from timing, so for a given K and seed the rows
+are always the same (and without labels the same for any K).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Optional
@@ -318,7 +322,6 @@ class Generator:
         rows = self.project.synthetic()
         kept = sum(1 for r in rows if r.get("status") == "kept")
         rejected = Counter(r.get("reason") or "?" for r in rows if r.get("status") == "rejected")
-        label_counts = Counter(records.answer_text(r) for r in rows if r.get("status") == "kept")
         dedup = self._index(rows)
         next_index = _next_index(rows)
         start = time.perf_counter()
@@ -335,30 +338,43 @@ class Generator:
         progress()
         pool = None
         if self.concurrency > 1:
-            from concurrent.futures import ThreadPoolExecutor
             pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="stillroom-candidate")
-        in_flight: deque = deque()        # (index, label, future or row), in index order
-        pending_labels: Counter = Counter()
+        in_flight: deque = deque()        # (index, future or row): started, not committed, in index order
+        # Labels are balanced over the rows settled a whole window back and the labels intended since,
+        # so a label never depends on how far the commits have got when it is chosen.
+        window = 2 * self.concurrency if pool is not None else 1
+        # Kept rows' labels committed a whole window before the next index (all, on resume).
+        settled = Counter(records.answer_text(r) for r in rows if r.get("status") == "kept")
+        committed: deque = deque()               # (index, label of a kept row or None), not yet settled
+        intended: deque = deque()                # (index, intended label) of the last window - 1 indices
         run_kept = run_attempts = 0
         failure: Optional[BaseException] = None
         try:
             with JsonlAppender(path) as out:
                 while kept < target:
-                    # Start candidates up to K, and no more than the acceptance rate so far says are
-                    # needed; decided only from committed rows, so the same for any timing.
+                    # Start candidates up to K running and the window, and no more than the acceptance
+                    # rate so far says are needed.
                     rate = max(run_kept / run_attempts, 0.05) if run_attempts >= 8 else 1.0
                     wanted = max(1, math.ceil((target - kept) / rate))
-                    while (not self.cancel.is_set() and len(in_flight) < min(self.concurrency, wanted)
-                           and attempts + len(in_flight) < budget):
-                        label = self._choose_label(label_counts + pending_labels, next_index)
+                    running = sum(1 for _, work in in_flight if pool is not None and not work.done())
+                    while (not self.cancel.is_set() and running < self.concurrency
+                           and len(in_flight) < min(window, wanted) and attempts + len(in_flight) < budget):
+                        while committed and committed[0][0] <= next_index - window:
+                            done_label = committed.popleft()[1]
+                            if done_label is not None:
+                                settled[done_label] += 1
+                        while intended and intended[0][0] <= next_index - window:
+                            intended.popleft()
+                        label = self._choose_label(settled + Counter(l for _, l in intended), next_index)
                         self.on_event(CandidateStarted(next_index, label))
                         if pool is None:
                             work = self._produce(next_index, label, dedup)
                         else:
                             work = pool.submit(self._produce, next_index, label, dedup)
-                        in_flight.append((next_index, label, work))
+                            running += 1
+                        in_flight.append((next_index, work))
                         if label:
-                            pending_labels[label] += 1
+                            intended.append((next_index, label))
                         next_index += 1
                     if not in_flight:
                         if self.cancel.is_set():
@@ -368,9 +384,11 @@ class Generator:
                             f"{path}: gave up after {attempts} candidates with {kept}/{target} kept; the "
                             f"teacher's output keeps failing the checks ({_top(rejected)})",
                             "look at the rejected rows, add seeds, or loosen generation settings")
-                    index_no, label, work = in_flight.popleft()
-                    if label:
-                        pending_labels[label] -= 1
+                    if pool is not None and not in_flight[0][1].done():
+                        # Wait for any candidate: a finished one frees a slot for the next.
+                        wait([w for _, w in in_flight if not w.done()], return_when=FIRST_COMPLETED)
+                        continue
+                    index_no, work = in_flight.popleft()
                     row = work if pool is None else work.result()
                     if row is None:           # cancelled mid-candidate: stop at the first gap
                         cancelled = True
@@ -379,12 +397,13 @@ class Generator:
                     out.append(row)
                     attempts += 1
                     run_attempts += 1
+                    committed.append((index_no, records.answer_text(row) if row["status"] == "kept"
+                                      and self.config.task.labels else None))
                     if row["status"] == "kept":
                         kept += 1
                         run_kept += 1
                         with self._lock:
                             dedup.add(records.user_text(row), row["id"])
-                        label_counts[records.answer_text(row)] += 1
                         self.on_event(ExampleAccepted(row))
                     else:
                         rejected[row["reason"]] += 1
@@ -399,7 +418,7 @@ class Generator:
         finally:
             if pool is not None:
                 if failure is not None or cancelled:
-                    for _, _, work in in_flight:
+                    for _, work in in_flight:
                         work.cancel()
                 pool.shutdown(wait=True)
         elapsed = time.perf_counter() - start

@@ -137,6 +137,24 @@ def test_requests_sharing_a_prefix_evaluate_it_once_with_the_same_outputs(model)
         assert b.text == c.text
 
 
+def test_a_shared_prefix_outlives_the_slots_that_held_it(model):
+    # Two requests show the header is shared; then four unrelated prompts take every slot. The
+    # header's last copy is kept in a spare sequence, so the next request with it starts from there.
+    params = SamplingParams(max_tokens=4, stop=("\n",))
+    model.clear_batch_cache()
+    model.complete_batch([f"{HEADER}\n\nTicket: {tail}\nTeam:" for tail in TAILS[:2]], params)
+    model.complete_batch([f"Translate to French: {word}\nFrench:" for word in ("cat", "dog", "house", "tree")],
+                         params)
+    prompt = f"{HEADER}\n\nTicket: {TAILS[2]}\nTeam:"
+    before = model._engine.prompt_tokens_evaluated
+    out = model.complete_batch([prompt], params)[0]
+    evaluated = model._engine.prompt_tokens_evaluated - before
+    header = len(model._prompt_tokens(HEADER))
+    assert evaluated <= len(model._prompt_tokens(prompt)) - header + 2
+    alone = single(model, lambda: fresh(model, model.complete)(prompt, params))
+    assert_same_greedy(model, model._prompt_tokens(prompt), alone.text, out.text)
+
+
 def test_sampling_is_seeded_per_sequence(model):
     params = [SamplingParams(temperature=0.9, top_p=0.95, max_tokens=12, seed=s) for s in (1, 2, 1)]
     first = model.complete_batch(["Once upon a time"] * 3, params)

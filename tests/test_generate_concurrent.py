@@ -91,6 +91,38 @@ def test_k_in_flight_is_repeatable_given_a_seed(tmp_path):
     assert set(kept) == {"billing", "shipping"} and abs(kept["billing"] - kept["shipping"]) <= 2
 
 
+class SlowFirstTeacher(SeededTeacher):
+    """Row 0's input takes a second; every other request is quick. Records the order requests end in."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.ended = []
+
+    def complete(self, prompt, params, on_token=None, cancel=None):
+        slow = params.seed == 0
+        if slow:
+            time.sleep(1.0)
+        try:
+            return super().complete(prompt, params, on_token, cancel)
+        finally:
+            with self.lock:
+                self.ended.append("slow" if slow else "quick")
+
+
+def test_a_slow_candidate_does_not_hold_back_the_others(tmp_path):
+    # K=2: while row 0 is slow, rows 1, 2 and 3 (two requests each) finish and wait to be committed
+    # behind it; the teacher is not left with one request in flight.
+    project = make_project(tmp_path)
+    project.config.task.type = "qa"
+    project.config.teacher.max_in_flight = 2
+    project.save_config()
+    teacher = SlowFirstTeacher(delay=0.005)
+    assert generate(Project.open(project.root), 8, teacher=teacher).kept == 8
+    assert teacher.ended.index("slow") >= 6
+    rows = Project.open(project.root).synthetic()
+    assert [r["id"] for r in rows] == [f"syn-{i:06d}" for i in range(len(rows))]
+
+
 def test_cancel_with_k_in_flight_leaves_no_gap_and_resumes(tmp_path):
     project = make_project(tmp_path)
     project.config.teacher.max_in_flight = 4

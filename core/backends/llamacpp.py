@@ -10,7 +10,8 @@ Two decoding paths share one set of memory-mapped weights:
   for each new prompt, whole, as the single path evaluates it; per-sequence sampler chains built with
   the same settings as the single path, stop strings, per-sequence max tokens and cancel. A new request
   starts from the longest prefix of its prompt cached in any slot (copied from another slot's KV buffer
-  when need be), so a few-shot header common to many requests is evaluated once.
+  when need be), so a few-shot header common to many requests is evaluated once; a shared prefix
+  whose last slot is about to be overwritten is first kept in one of as many spare sequences.
 
 Each slot keeps its own KV buffer (llama.cpp's default, non-unified cache): a sequence's cells then sit
 in position order exactly as in the single path, so on SmolLM2 its logits, and its greedy output, are
@@ -354,7 +355,8 @@ class _Slot:
         self.sent = 0                      # characters already streamed
         self.first: Optional[float] = None
         self.started = 0.0
-        self.used = 0.0                    # when a request last took this slot
+        self.used = 0.0                    # when a request last took it, or a prefix was copied from it
+        self.shared = 0                    # leading tokens that another request's prompt also began with
 
 
 class _BatchEngine:
@@ -374,10 +376,12 @@ class _BatchEngine:
         # logits, and so its greedy output, are the same on both paths.
         source = model.llm.context_params
         params = type(source).from_buffer_copy(source)
-        params.n_ctx = model.n_ctx * n_slots
+        # Spare sequences hold the few-shot prefixes of slots about to be overwritten (see _keep).
+        n_spare = n_slots if model.prefix_cache else 0
+        params.n_ctx = model.n_ctx * (n_slots + n_spare)
         params.n_batch = self.n_batch
         params.n_ubatch = self.n_batch
-        params.n_seq_max = n_slots
+        params.n_seq_max = n_slots + n_spare
         params.n_threads = model.n_threads
         params.n_threads_batch = model.n_threads
         params.no_perf = True
@@ -389,6 +393,8 @@ class _BatchEngine:
         self.vocab = lc.llama_model_get_vocab(model.llm.model)
         self.batch = lc.llama_batch_init(self.n_batch, 0, 1)
         self.slots = [_Slot(i) for i in range(n_slots)]
+        self.spares = [_Slot(n_slots + i) for i in range(n_spare)]
+        self.holders = self.slots + self.spares    # every sequence a prompt prefix can be taken from
         self.n_swa = lc.llama_model_n_swa(model.llm.model)
         self.prompt_tokens_evaluated = 0   # prompt tokens decoded (not taken from a cached prefix)
         self.queue: list[_Request] = []
@@ -482,9 +488,9 @@ class _BatchEngine:
         """Per slot, how many leading tokens of `tokens` it holds that can be reused (none without
         prefix reuse; never the whole prompt: its last token is decoded again for fresh logits)."""
         if not self.model.prefix_cache:
-            return {s.seq_id: 0 for s in self.slots}
+            return {s.seq_id: 0 for s in self.holders}
         limit = len(tokens) - 1
-        return {s.seq_id: self._usable(s, min(_common_prefix(s.cached, tokens), limit)) for s in self.slots}
+        return {s.seq_id: self._usable(s, min(_common_prefix(s.cached, tokens), limit)) for s in self.holders}
 
     def _waits(self, tokens: list[int], shared: dict) -> bool:
         """Whether another slot is evaluating a longer prefix of this prompt than any slot holds."""
@@ -494,15 +500,52 @@ class _BatchEngine:
         return min(coming, len(tokens) - 1) >= max(shared.values()) + _WORTH_COPYING
 
     def _place(self, request: _Request, free: list, shared: dict) -> None:
-        slot = max(free, key=lambda s: (shared[s.seq_id], -s.used))
+        """Put a request in the free slot whose cache is least worth keeping, starting from the longest
+        prefix cached anywhere (in place, or copied from another slot's buffer)."""
+        source = max(self.holders, key=lambda s: shared[s.seq_id])
+        best = shared[source.seq_id]
+        slot = min(free, key=lambda s: (self._loss(s, shared[s.seq_id]),
+                                        shared[s.seq_id] + _WORTH_COPYING <= best, s.used))
         keep = shared[slot.seq_id]
-        source = max(self.slots, key=lambda s: shared[s.seq_id])
-        if shared[source.seq_id] >= keep + _WORTH_COPYING and source is not slot:
-            # A sequence's KV lives in its own buffer: copy the whole buffer, keep the prefix.
-            self.lc.llama_memory_seq_rm(self.mem, slot.seq_id, -1, -1)
-            self.lc.llama_memory_seq_cp(self.mem, source.seq_id, slot.seq_id, -1, -1)
-            keep = shared[source.seq_id]
+        if self._loss(slot, keep):
+            self._keep(slot)
+        for holder in self.holders:      # each now known to share that much with another prompt
+            if shared[holder.seq_id] >= _WORTH_COPYING:
+                holder.shared = max(holder.shared, shared[holder.seq_id])
+        if best >= keep + _WORTH_COPYING and source is not slot:
+            self._copy(source, slot)
+            source.used = time.perf_counter()
+            keep = best
+        slot.shared = keep if keep >= _WORTH_COPYING else 0
         self._assign(slot, request, keep)
+
+    def _copy(self, source: _Slot, target: _Slot) -> None:
+        # A sequence's KV lives in its own buffer: copy the whole buffer (the caller cuts it).
+        self.lc.llama_memory_seq_rm(self.mem, target.seq_id, -1, -1)
+        self.lc.llama_memory_seq_cp(self.mem, source.seq_id, target.seq_id, -1, -1)
+
+    def _keep(self, slot: _Slot) -> None:
+        """Save the shared prefix of a slot about to be overwritten into the least recently used spare
+        sequence, so the candidates still to come that start with it find it there."""
+        if not self.spares:
+            return
+        spare = min(self.spares, key=lambda s: s.used)
+        self._copy(slot, spare)
+        self.lc.llama_memory_seq_rm(self.mem, spare.seq_id, slot.shared, -1)
+        spare.cached = slot.cached[:slot.shared]
+        spare.shared = slot.shared
+        spare.used = time.perf_counter()
+
+    def _loss(self, slot: _Slot, keeps: int) -> int:
+        """Prompt tokens lost for good if this free slot is overwritten keeping `keeps` of it: the part
+        of its cache that prompts are known to share, unless another slot also holds that part. So the
+        last copy of a few-shot prefix still in use survives while a redundant slot is free."""
+        if slot.shared <= keeps:
+            return 0
+        for other in self.holders:
+            if other is not slot and _common_prefix(other.cached, slot.cached) >= slot.shared:
+                return 0
+        return slot.shared - keeps
 
     def _assign(self, slot: _Slot, request: _Request, keep: int) -> None:
         self.lc.llama_memory_seq_rm(self.mem, slot.seq_id, keep, -1)
