@@ -155,6 +155,27 @@ def test_a_shared_prefix_outlives_the_slots_that_held_it(model):
     assert_same_greedy(model, model._prompt_tokens(prompt), alone.text, out.text)
 
 
+def test_label_scoring_runs_on_the_engine_thread_with_the_same_scores(model, monkeypatch):
+    # One thread does all of a process's llama.cpp work while the engine runs (one OpenMP team).
+    threads = []
+    score = model._score
+
+    def spy(prompt, continuations):
+        threads.append(threading.current_thread().name)
+        return score(prompt, continuations)
+    monkeypatch.setattr(model, "_score", spy)
+    prompt = f"{HEADER}\n\nTicket: {TAILS[0]}\nTeam:"
+    labels = [" billing", " shipping", " accounts"]
+    on_engine = model.score_continuations(prompt, labels)
+    direct = single(model, lambda: model.score_continuations(prompt, labels))
+    assert threads == [model._engine.thread.name, threading.current_thread().name]
+    assert on_engine == pytest.approx(direct, abs=1e-4)
+    # A job's exception is its caller's; the engine carries on.
+    with pytest.raises(ZeroDivisionError):
+        model._batch_engine().call(lambda: 1 / 0)
+    assert model.complete_batch(["1, 2, 3, 4,"], SamplingParams(max_tokens=4))[0].text
+
+
 def test_sampling_is_seeded_per_sequence(model):
     params = [SamplingParams(temperature=0.9, top_p=0.95, max_tokens=12, seed=s) for s in (1, 2, 1)]
     first = model.complete_batch(["Once upon a time"] * 3, params)
