@@ -592,8 +592,9 @@ class _BatchEngine:
         last copy of a few-shot prefix still in use survives while a redundant slot is free."""
         if slot.shared <= keeps:
             return 0
+        prefix = slot.cached[:slot.shared]
         for other in self.holders:
-            if other is not slot and _common_prefix(other.cached, slot.cached) >= slot.shared:
+            if other is not slot and other.cached[:slot.shared] == prefix:
                 return 0
         return slot.shared - keeps
 
