@@ -1,7 +1,7 @@
 """Teacher throughput: Stillroom's generation pipeline against a plain llama-cpp-python loop.
 
-Same model (the bundled Gemma 3 270M teacher), same prompts, same sampling settings, one
-run. The pipeline writes rows for the demo tickets as a `qa` task (both the new input and its answer are
+Same model (the bundled Gemma 3 270M teacher), same prompts, same sampling settings, one run. The
+pipeline writes rows for the demo tickets as a `qa` task (both the new input and its answer are
 sampled text, so every teacher second is token generation, as in the plain loop); a recording wrapper
 keeps every prompt and setting the pipeline sent, and the plain loop replays exactly those through
 `Llama.create_completion`. Then the pipeline runs again with K candidates in flight on the batched
@@ -70,6 +70,7 @@ def make_project(folder: Path, k: int, rows_cfg: dict):
 
 
 THREADS = 0
+SETTINGS = dict(max_input_tokens=48, max_output_tokens=32, seed=0)   # the pipeline's generation settings
 
 
 def run_pipeline(folder, k, rows, settings, model_path, *, prefix_cache=True):
@@ -132,9 +133,9 @@ def run_plain(model_path, calls):
 def side(args) -> None:
     """One measured side, in this (fresh) process; its figures go to --out as JSON."""
     from stillroom.core.backends.base import SamplingParams
+    from stillroom.core.backends.llamacpp import _silence_llama_log
     from stillroom.core.models import bundled_path
     model_path = bundled_path("gemma-3-270m")
-    from stillroom.core.backends.llamacpp import _silence_llama_log
     _silence_llama_log()     # llama.cpp's own notices (the SWA cache) would interleave with the figures
     if args.side == "plain":
         calls = [(prompt, SamplingParams(**{**p, "stop": tuple(p["stop"])}))
@@ -148,9 +149,6 @@ def side(args) -> None:
                                                     for prompt, p in result["calls"]]))
         del result["calls"]
     Path(args.out).write_text(json.dumps(result))
-
-
-SETTINGS = dict(max_input_tokens=48, max_output_tokens=32, seed=0)
 
 
 def run_side(tmp: Path, name: str, *extra) -> dict:

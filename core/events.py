@@ -31,6 +31,8 @@ class TokenStreamed(Event):
     text: str
     source: str = "teacher"      # which model / column the text belongs to
     purpose: str = ""            # "input", "label", "answer", "chat"
+    index: Optional[int] = None  # the generation candidate it belongs to (K of them interleave)
+    tokens: int = 1              # the teacher tokens it holds (a whole completion when K > 1)
 
 
 @dataclass(frozen=True)

@@ -128,13 +128,13 @@ class Generator:
         return SamplingParams(temperature=temperature, top_p=self.config.generation.top_p,
                               max_tokens=max_tokens, seed=seed)
 
-    def _stream(self, purpose: str):
+    def _stream(self, purpose: str, index_no: int):
         if self.concurrency > 1:
             # K candidates interleave: each candidate's text is shown whole, when it is done.
             return None
 
         def forward(piece: str) -> None:
-            self.on_event(TokenStreamed(piece, "teacher", purpose))
+            self.on_event(TokenStreamed(piece, "teacher", purpose, index_no))
         return forward
 
     @contextmanager
@@ -153,16 +153,17 @@ class Generator:
                 if self._busy == 0:
                     self.teacher_seconds += time.perf_counter() - self._busy_since
 
-    def _ask(self, request, params, purpose):
+    def _ask(self, request, params, purpose, index_no):
         with self._teacher_busy():
-            completion = ask(self.teacher, request, params, on_token=self._stream(purpose),
+            completion = ask(self.teacher, request, params, on_token=self._stream(purpose, index_no),
                              cancel=self.cancel)
         with self._lock:
             self.teacher_tokens += completion.completion_tokens
         if completion.finish_reason == "cancelled":
             raise Cancelled("generation stopped")
         if self.concurrency > 1 and completion.text:
-            self.on_event(TokenStreamed(completion.text, "teacher", purpose))
+            self.on_event(TokenStreamed(completion.text, "teacher", purpose, index_no,
+                                        completion.completion_tokens))
         return completion
 
     # ------------------------------------------------------------------ one candidate
@@ -189,7 +190,8 @@ class Generator:
             self.on_event(CandidateStarted(index_no, label))
 
         request = self.prompter.new_input(shots, label or "", topic)
-        written = self._ask(request, self._params(gen.temperature, gen.max_input_tokens, sample_seed), "input")
+        written = self._ask(request, self._params(gen.temperature, gen.max_input_tokens, sample_seed),
+                            "input", index_no)
         text = clean_input(written.text, task.input_name)
         meta = {"teacher": self.teacher.name, "mode": self.mode, "prompt_hash": request.digest,
                 "seed_ids": [text_id(records.user_text(r)) for r in shots],
@@ -214,7 +216,7 @@ class Generator:
         if self.scorer is not None:
             with self._teacher_busy():
                 answer, probs = self.scorer.label(text)
-            self.on_event(TokenStreamed(" → " + answer, "teacher", "answer"))
+            self.on_event(TokenStreamed(answer, "teacher", "answer", index_no, tokens=0))
             row["scores"]["label_probs"] = probs
             meta["teacher_label"] = answer
             meta["labelled_by"] = "calibrated-scoring"
@@ -223,7 +225,7 @@ class Generator:
 
         request = self.prompter.answer(self._answer_shots(group), text, task.system_prompt)
         answered = self._ask(request, self._params(gen.label_temperature, gen.max_output_tokens,
-                                                   sample_seed + 1), "answer")
+                                                   sample_seed + 1), "answer", index_no)
         reason, answer = check_answer(answered.text, self.config)
         if reason is None and answered.finish_reason == "length" and task.type != "classification":
             reason = "truncated"
@@ -340,13 +342,9 @@ class Generator:
         if self.concurrency > 1:
             pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="stillroom-candidate")
         in_flight: deque = deque()        # (index, future or row): started, not committed, in index order
-        # Labels are balanced over the rows settled a whole window back and the labels intended since,
-        # so a label never depends on how far the commits have got when it is chosen.
         window = 2 * self.concurrency if pool is not None else 1
-        # Kept rows' labels committed a whole window before the next index (all, on resume).
-        settled = Counter(records.answer_text(r) for r in rows if r.get("status") == "kept")
-        committed: deque = deque()               # (index, label of a kept row or None), not yet settled
-        intended: deque = deque()                # (index, intended label) of the last window - 1 indices
+        balance = _LabelWindow(Counter(records.answer_text(r) for r in rows if r.get("status") == "kept"),
+                               window)
         run_kept = run_attempts = 0
         failure: Optional[BaseException] = None
         try:
@@ -359,13 +357,7 @@ class Generator:
                     running = sum(1 for _, work in in_flight if pool is not None and not work.done())
                     while (not self.cancel.is_set() and running < self.concurrency
                            and len(in_flight) < min(window, wanted) and attempts + len(in_flight) < budget):
-                        while committed and committed[0][0] <= next_index - window:
-                            done_label = committed.popleft()[1]
-                            if done_label is not None:
-                                settled[done_label] += 1
-                        while intended and intended[0][0] <= next_index - window:
-                            intended.popleft()
-                        label = self._choose_label(settled + Counter(l for _, l in intended), next_index)
+                        label = self._choose_label(balance.counts(next_index), next_index)
                         self.on_event(CandidateStarted(next_index, label))
                         if pool is None:
                             work = self._produce(next_index, label, dedup)
@@ -373,8 +365,7 @@ class Generator:
                             work = pool.submit(self._produce, next_index, label, dedup)
                             running += 1
                         in_flight.append((next_index, work))
-                        if label:
-                            intended.append((next_index, label))
+                        balance.started(next_index, label)
                         next_index += 1
                     if not in_flight:
                         if self.cancel.is_set():
@@ -397,8 +388,8 @@ class Generator:
                     out.append(row)
                     attempts += 1
                     run_attempts += 1
-                    committed.append((index_no, records.answer_text(row) if row["status"] == "kept"
-                                      and self.config.task.labels else None))
+                    balance.committed(index_no, records.answer_text(row) if row["status"] == "kept"
+                                      and self.config.task.labels else None)
                     if row["status"] == "kept":
                         kept += 1
                         run_kept += 1
@@ -437,6 +428,34 @@ class Generator:
 
 
 _DUP_REASONS = ("near-dup", "exact-dup", "test-overlap")
+
+
+class _LabelWindow:
+    """The label counts a new candidate is balanced against: the kept rows committed a whole window of
+    indices before it, plus the labels intended since. Candidates finish in any order, but every index
+    of that window is committed before the next index starts, so the counts never depend on timing."""
+
+    def __init__(self, kept: Counter, window: int):
+        self.window = window
+        self.settled = kept                 # kept rows' labels committed before the window
+        self.recent: deque = deque()        # (index, kept row's label or None), committed, in the window
+        self.intended: deque = deque()      # (index, intended label), started, in the window
+
+    def counts(self, index: int) -> Counter:
+        while self.recent and self.recent[0][0] <= index - self.window:
+            label = self.recent.popleft()[1]
+            if label is not None:
+                self.settled[label] += 1
+        while self.intended and self.intended[0][0] <= index - self.window:
+            self.intended.popleft()
+        return self.settled + Counter(label for _, label in self.intended)
+
+    def started(self, index: int, label: Optional[str]) -> None:
+        if label:
+            self.intended.append((index, label))
+
+    def committed(self, index: int, kept_label: Optional[str]) -> None:
+        self.recent.append((index, kept_label))
 
 
 def _next_index(rows: list[dict]) -> int:

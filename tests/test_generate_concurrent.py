@@ -123,6 +123,23 @@ def test_a_slow_candidate_does_not_hold_back_the_others(tmp_path):
     assert [r["id"] for r in rows] == [f"syn-{i:06d}" for i in range(len(rows))]
 
 
+def test_streamed_text_names_its_candidate(tmp_path):
+    # K candidates interleave: each streamed text says which one it belongs to and how many tokens.
+    project = make_project(tmp_path)
+    project.config.task.type = "qa"
+    project.config.teacher.max_in_flight = 4
+    project.save_config()
+    seen = []
+    generate(Project.open(project.root), 8, teacher=SeededTeacher(delay=0.005), on_event=seen.append)
+    streamed = [e for e in seen if isinstance(e, events.TokenStreamed)]
+    rows = Project.open(project.root).synthetic()
+    assert {e.index for e in streamed} >= {int(r["id"][4:]) for r in rows}
+    assert all(e.tokens > 0 for e in streamed)
+    for row in rows:
+        first = next(e for e in streamed if e.index == int(row["id"][4:]) and e.purpose == "input")
+        assert records.user_text(row) in first.text
+
+
 def test_cancel_with_k_in_flight_leaves_no_gap_and_resumes(tmp_path):
     project = make_project(tmp_path)
     project.config.teacher.max_in_flight = 4

@@ -18,10 +18,11 @@ class GenStatus(Message):
 class GenChunk(Message):
     """Teacher text streamed since the last chunk (tokens are batched, never posted one by one)."""
 
-    def __init__(self, text: str, purpose: str, tokens: int = 1) -> None:
+    def __init__(self, text: str, purpose: str, tokens: int = 1, index: int | None = None) -> None:
         super().__init__()
         self.text = text
         self.purpose = purpose
+        self.index = index
         self.tokens = tokens
 
 
@@ -79,20 +80,24 @@ class GenerationBridge:
         self.interval = interval
         self._buffer: list[str] = []
         self._purpose = ""
+        self._index: int | None = None
+        self._tokens = 0
         self._last = 0.0
 
     def flush(self) -> None:
         if self._buffer:
-            self.post(GenChunk("".join(self._buffer), self._purpose, len(self._buffer)))
+            self.post(GenChunk("".join(self._buffer), self._purpose, self._tokens, self._index))
             self._buffer = []
+            self._tokens = 0
         self._last = time.monotonic()
 
     def __call__(self, event: events.Event) -> None:
         if isinstance(event, events.TokenStreamed):
-            if event.purpose != self._purpose:
+            if (event.purpose, event.index) != (self._purpose, self._index):
                 self.flush()
-                self._purpose = event.purpose
+                self._purpose, self._index = event.purpose, event.index
             self._buffer.append(event.text)
+            self._tokens += event.tokens
             if time.monotonic() - self._last >= self.interval:
                 self.flush()
             return

@@ -293,6 +293,46 @@ def test_bridge_batches_tokens_and_keeps_order():
     assert msg.GenProgress(None).can_replace(msg.GenProgress(None))
 
 
+def test_bridge_keeps_each_candidate_s_text_and_token_count():
+    # K > 1: a whole completion arrives at once, for one of several candidates in flight.
+    from stillroom.core import events
+    from stillroom.tui import messages as msg
+    posted = []
+    bridge = msg.GenerationBridge(posted.append, interval=10.0)
+    bridge(events.TokenStreamed("parcel late", "teacher", "input", 5, 7))
+    bridge(events.TokenStreamed("shipping", "teacher", "answer", 5, tokens=0))
+    bridge(events.TokenStreamed("refund please", "teacher", "input", 6, 4))
+    bridge.flush()
+    assert [(m.text, m.index, m.tokens) for m in posted] == [
+        ("parcel late", 5, 7), ("shipping", 5, 0), ("refund please", 6, 4)]
+
+
+async def test_the_stream_keeps_interleaved_candidates_apart():
+    from textual.app import App
+    from stillroom.tui.widgets.stream_view import StreamView
+
+    class Host(App):
+        def compose(self):
+            yield StreamView()
+    app = Host()
+    async with app.run_test(size=(100, 20)) as pilot:
+        view = app.query_one(StreamView)
+        view.begin(3, "billing")
+        view.begin(4, "shipping")
+        view.append_chunk("parcel late", "input", 4)
+        view.append_chunk("refund please", "input", 3)
+        view.append_chunk("billing", "answer", 3)
+        view.verdict(True, "", 3)
+        view.verdict(False, "near-dup", 4)
+        await pilot.pause()
+        assert view.text.splitlines() == ["✓ #3  → billing  kept", "refund please  ⇒ billing",
+                                          "✗ #4  → shipping  rejected: near-dup", "parcel late"]
+        view.begin(5, "account")
+        view.settle("not needed")       # the run reached its target first
+        await pilot.pause()
+        assert view.text.splitlines()[-1] == "· #5  → account  not needed"
+
+
 async def test_quit_with_an_open_edit_asks_first(demo):
     app = make_app(demo.root)
     async with app.run_test(size=SIZE) as pilot:

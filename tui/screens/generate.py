@@ -252,12 +252,12 @@ class GenerateScreen(WorkbenchScreen):
     def on_generation_message(self, message) -> None:
         stream = self.query_one("#stream", StreamView)
         if isinstance(message, msg.GenChunk):
-            stream.append_chunk(message.text, message.purpose)
+            stream.append_chunk(message.text, message.purpose, message.index)
             self._recent_tokens.append((time.monotonic(), message.tokens))
         elif isinstance(message, msg.GenCandidate):
             stream.begin(message.index, message.label)
         elif isinstance(message, msg.GenRow):
-            stream.verdict(message.kept, message.row.get("reason", ""))
+            stream.verdict(message.kept, message.row.get("reason", ""), _candidate(message.row))
             if message.kept:
                 self.last_kept = message.row
             else:
@@ -274,6 +274,7 @@ class GenerateScreen(WorkbenchScreen):
             stream.note(message.text)
         elif isinstance(message, msg.GenFinished) and message.finished is not None:
             f = message.finished
+            stream.settle("stopped" if f.cancelled else "not needed")
             stream.note(f"{'paused' if f.cancelled else 'done'}: {f.kept} kept / {f.target}, "
                         f"{f.rejected} rejected in all, {fmt_seconds(f.elapsed)}")
 
@@ -290,3 +291,9 @@ class GenerateScreen(WorkbenchScreen):
             self.state = "paused"
         self.started_at = None if self.state == "done" else self.started_at
         self.refresh_all()
+
+
+def _candidate(row: dict) -> int | None:
+    """The candidate index of a generated row (ids are syn-<index>)."""
+    rid = str(row.get("id", ""))
+    return int(rid[4:]) if rid.startswith("syn-") and rid[4:].isdigit() else None

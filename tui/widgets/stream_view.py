@@ -28,28 +28,46 @@ class StreamView(Widget, can_focus=True):
     def __init__(self, keep: int = 12, **kwargs) -> None:
         super().__init__(**kwargs)
         self.border_title = "teacher"
-        self._blocks: deque = deque(maxlen=keep)   # [header, {"input": str, "answer": str}, verdict]
+        # [header, {"input": str, "answer": str}, verdict, candidate index]
+        self._blocks: deque = deque(maxlen=keep)
 
     def begin(self, index: int, label: str | None) -> None:
         header = f"#{index}" + (f"  → {label}" if label else "")
-        self._blocks.append([header, {"input": "", "answer": ""}, None])
+        self._blocks.append([header, {"input": "", "answer": ""}, None, index])
         self.refresh()
 
-    def append_chunk(self, text: str, purpose: str = "input") -> None:
+    def _block(self, index: int | None):
+        """Candidate `index`'s block (several are in flight when K > 1), else the newest one."""
+        for block in reversed(self._blocks):
+            if block[1] is not None and (index is None or block[3] == index):
+                return block
+        return None
+
+    def append_chunk(self, text: str, purpose: str = "input", index: int | None = None) -> None:
         if not self._blocks:
-            self.begin(0, None)
-        parts = self._blocks[-1][1]
+            self.begin(0 if index is None else index, None)
+        block = self._block(index)
+        if block is None:
+            return
         key = "answer" if purpose == "answer" else "input"
-        parts[key] += text
+        block[1][key] += text
         self.refresh()
 
-    def verdict(self, kept: bool, reason: str = "") -> None:
-        if self._blocks:
-            self._blocks[-1][2] = "kept" if kept else f"rejected: {reason}"
+    def verdict(self, kept: bool, reason: str = "", index: int | None = None) -> None:
+        block = self._block(index)
+        if block is not None:
+            block[2] = "kept" if kept else f"rejected: {reason}"
             self.refresh()
 
+    def settle(self, outcome: str) -> None:
+        """Mark every candidate still open (started, never committed: the run ended first)."""
+        for block in self._blocks:
+            if block[1] is not None and block[2] is None:
+                block[2] = outcome
+        self.refresh()
+
     def note(self, message: str) -> None:
-        self._blocks.append([message, None, None])
+        self._blocks.append([message, None, None, None])
         self.refresh()
 
     def clear(self) -> None:
@@ -65,15 +83,17 @@ class StreamView(Widget, can_focus=True):
         width = max(10, self.content_size.width or 80)
         lines: list[Text] = []
         last = len(self._blocks) - 1
-        for n, (header, parts, verdict) in enumerate(self._blocks):
+        for n, (header, parts, verdict, _) in enumerate(self._blocks):
             current = n == last and verdict is None
             if parts is None:
                 lines.append(Text(header, style="italic dim"))
                 continue
             head = Text()
-            mark = themes.color(self.app, "success" if verdict == "kept" else "error")
+            mark = ("dim" if verdict and not verdict.startswith(("kept", "rejected"))
+                    else themes.color(self.app, "success" if verdict == "kept" else "error"))
             if verdict:
-                head.append("✓ " if verdict == "kept" else "✗ ", style=mark)
+                head.append("✓ " if verdict == "kept" else "✗ " if verdict.startswith("rejected") else "· ",
+                            style=mark)
             else:
                 head.append("▸ ", style="bold")
             head.append(header, style="bold" if current else "dim")
