@@ -33,7 +33,8 @@ class LlamaServer:
 
     def start(self, wait: float = 90.0) -> "LlamaServer":
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model), "--model_alias",
+        # llama-cpp-python's server, loading its model with Stillroom's llama.cpp load settings
+        cmd = [sys.executable, "-m", "stillroom.core.backends.llamacpp_load", "--model", str(self.model), "--model_alias",
                self.alias, "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
                "--verbose", "False",
                # its default cuts a streaming answer short whenever another request arrives

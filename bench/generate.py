@@ -18,7 +18,12 @@ Each side runs in a fresh process, as a `stillroom generate` run does: llama.cpp
 team belongs to the thread that calls it, and a process whose llama.cpp work had moved from one thread
 (the K=1 run's) to another (the batched engine's) ran its batched side about 20% slower.
 
-    python bench/generate.py [--rows 32] [--k 8] [--threads N]
+    python bench/generate.py [--rows 32] [--k 8] [--threads N] [--cpu-repack auto|on|off]
+    python bench/generate.py --repack-compare      # llama.cpp weight repacking: on against off
+
+--cpu-repack is the load setting of every side (teacher.cpu_repack: extra CPU buffer types with
+repacked weights). --repack-compare records the K=1 pipeline's requests once, then replays them through
+the plain loop with repacking on and off, alternating, twice each.
 
 --threads sets llama.cpp's CPU threads for both sides (default: all cores). On a machine shared with
 other work, 1 thread avoids llama.cpp's spinning thread barriers stalling on a busy core.
@@ -70,6 +75,7 @@ def make_project(folder: Path, k: int, rows_cfg: dict):
 
 
 THREADS = 0
+CPU_REPACK = "auto"
 SETTINGS = dict(max_input_tokens=48, max_output_tokens=32, seed=0)   # the pipeline's generation settings
 
 
@@ -77,7 +83,8 @@ def run_pipeline(folder, k, rows, settings, model_path, *, prefix_cache=True):
     from stillroom.core.backends.llamacpp import LlamaCppModel
     from stillroom.core.generate import generate
     project = make_project(folder, k, settings)
-    teacher = LlamaCppModel(model_path, name="gemma-3-270m", is_base=True, parallel=k, n_threads=THREADS)
+    teacher = LlamaCppModel(model_path, name="gemma-3-270m", is_base=True, parallel=k, n_threads=THREADS,
+                            cpu_repack=CPU_REPACK)
     teacher.prefix_cache = prefix_cache
     import datasketch  # noqa: F401  (the dedup index's library: imported before the clock, as the model is loaded)
     if k > 1:   # start the engine (its context) before the clock, as the model load is
@@ -101,9 +108,9 @@ _TOKENIZER = {}
 
 def teacher_prompt_tokens(model_path, calls):
     """Prompt tokens per request (vocabulary only, no weights computed)."""
-    from llama_cpp import Llama
+    from stillroom.core.backends.llamacpp_load import open_gguf
     if model_path not in _TOKENIZER:
-        _TOKENIZER[model_path] = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+        _TOKENIZER[model_path] = open_gguf(model_path, vocab_only=True, verbose=False)
     llm = _TOKENIZER[model_path]
     return [len(llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)) for prompt, _ in calls]
 
@@ -114,10 +121,11 @@ def settings_params(n):
 
 
 def run_plain(model_path, calls):
-    """The plain loop: llama-cpp-python's Llama over the same prompts and settings, nothing else."""
-    from llama_cpp import Llama
-    llm = Llama(model_path=str(model_path), n_ctx=2048, n_threads=THREADS or os.cpu_count(), seed=0,
-                verbose=False)
+    """The plain loop: llama-cpp-python's Llama over the same prompts and settings, nothing else
+    (loaded through Stillroom's one GGUF loader, with the same load settings as the pipeline)."""
+    from stillroom.core.backends.llamacpp_load import open_gguf
+    llm = open_gguf(model_path, cpu_repack=CPU_REPACK, n_ctx=2048, n_threads=THREADS or os.cpu_count(),
+                    seed=0, verbose=False)
     llm.create_completion("warm up", max_tokens=1)
     tokens = 0
     with Timer() as t:
@@ -151,9 +159,10 @@ def side(args) -> None:
     Path(args.out).write_text(json.dumps(result))
 
 
-def run_side(tmp: Path, name: str, *extra) -> dict:
+def run_side(tmp: Path, name: str, *extra, cpu_repack: str | None = None) -> dict:
     out = tmp / f"{name}.json"
-    cmd = [sys.executable, __file__, "--side", *extra, "--out", str(out), "--threads", str(THREADS)]
+    cmd = [sys.executable, __file__, "--side", *extra, "--out", str(out), "--threads", str(THREADS),
+           "--cpu-repack", cpu_repack or CPU_REPACK]
     subprocess.run(cmd, check=True)
     return json.loads(out.read_text())
 
@@ -163,21 +172,27 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=32, help="kept rows per pipeline run")
     parser.add_argument("--k", type=int, default=8, help="candidates in flight for the batched run")
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = all cores)")
+    parser.add_argument("--cpu-repack", choices=["auto", "on", "off"], default="auto",
+                        help="llama.cpp weight repacking for every side (teacher.cpu_repack)")
+    parser.add_argument("--repack-compare", action="store_true",
+                        help="only compare the plain loop with weight repacking on and off")
     parser.add_argument("--side", choices=["pipeline", "plain"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--calls", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--no-prefix-reuse", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    global THREADS
-    THREADS = args.threads
+    global THREADS, CPU_REPACK
+    THREADS, CPU_REPACK = args.threads, args.cpu_repack
     if args.side:
         side(args)
         return
+    from stillroom.core.backends.llamacpp_load import repack_enabled
     from stillroom.core.models import bundled_path
     model_path = bundled_path("gemma-3-270m")
     print(f"machine: {machine()}; model: {model_path.name}; rows: {args.rows}; "
-          f"threads: {THREADS or os.cpu_count()}", flush=True)
+          f"threads: {THREADS or os.cpu_count()}; cpu_repack: {CPU_REPACK} "
+          f"({'on' if repack_enabled(CPU_REPACK) else 'off'})", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="stillroom-bench-"))
     calls = str(tmp / "calls.json")
 
@@ -185,6 +200,9 @@ def main() -> None:
         return run_side(tmp, name, "pipeline", "--k", str(k), "--rows", str(args.rows),
                         "--folder", str(tmp / name), *extra)
 
+    if args.repack_compare:
+        compare_repack(tmp, pipeline, calls)
+        return
     single = pipeline("single", 1, "--calls", calls)
     n_calls = len(json.loads(Path(calls).read_text()))
     print(f"stillroom K=1        : {single['tokens']} tok in {single['seconds']:.1f} s = {single['tps']:.1f} tok/s, "
@@ -222,6 +240,20 @@ def main() -> None:
            batched_rows=batched_rows / ((single["rows_per_s"] + single2["rows_per_s"]) / 2),
            prefix_reuse=batched["tps"] / nocache["tps"], plain_tps=plain, single_tps=mine,
            batched_tps=batched_tps)
+
+
+def compare_repack(tmp: Path, pipeline, calls: str) -> None:
+    """The plain loop over the K=1 pipeline's requests, weight repacking on and off, alternating."""
+    pipeline("record", 1, "--calls", calls)
+    runs = {"on": [], "off": []}
+    for round_ in range(2):
+        for setting in ("on", "off") if round_ == 0 else ("off", "on"):
+            result = run_side(tmp, f"plain-{setting}-{round_}", "plain", "--calls", calls, cpu_repack=setting)
+            runs[setting].append(result["tps"])
+            print(f"plain loop, repack {setting:3}: {result['tokens']} tok in {result['seconds']:.1f} s = "
+                  f"{result['tps']:.1f} tok/s", flush=True)
+    on, off = (sum(runs[k]) / len(runs[k]) for k in ("on", "off"))
+    ratios("repack", on_over_off=on / off, on_tps=on, off_tps=off)
 
 
 if __name__ == "__main__":

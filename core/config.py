@@ -57,6 +57,10 @@ class TeacherConfig:
     n_ctx: int = setting(2048, "llama.cpp context size in tokens.", minimum=128)
     n_threads: int = setting(0, "llama.cpp CPU threads; 0 = all cores.", minimum=0)
     n_gpu_layers: int = setting(0, "llama.cpp layers offloaded to the GPU; -1 = all.", minimum=-1)
+    cpu_repack: str = setting("auto", "llama.cpp weight repacking into extra CPU buffer types, for every GGUF "
+                              "Stillroom loads (teacher, chat, export check): auto (off on Intel AMX CPUs, "
+                              "where it crashes on Q4_K weights; on elsewhere), on or off.",
+                              choices=("auto", "on", "off"))
     max_in_flight: int = setting(1, "Candidates generated at once (batched llama.cpp decoding or "
                                  "concurrent server requests).", minimum=1)
     timeout: float = setting(120.0, "openai only: seconds before a request is abandoned and retried.",

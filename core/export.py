@@ -467,7 +467,7 @@ def check_gguf(project: Project, gguf: Path, merged: Path, *, limit: Optional[in
     on_event(Status(f"checking {gguf.name} with llama.cpp on the test set"))
     llm = LlamaCppModel(gguf, name=gguf.stem, n_ctx=max(2048, config.teacher.n_ctx),
                         n_threads=config.teacher.n_threads, n_gpu_layers=config.teacher.n_gpu_layers,
-                        is_base=False)
+                        is_base=False, cpu_repack=config.teacher.cpu_repack)
     start = time.perf_counter()
     try:
         if not llm.supports_chat:

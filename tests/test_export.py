@@ -66,7 +66,7 @@ def test_merged_export_reloads_in_transformers_with_the_adapter_applied(project)
 def test_gguf_export_loads_in_llama_cpp_matches_merged_and_reports_the_check(project):
     import numpy as np
     import torch
-    from llama_cpp import Llama
+    from stillroom.core.backends.llamacpp_load import open_gguf
     from transformers import AutoModelForCausalLM, AutoTokenizer
     events = []
     result = ex.export(project, fmt="gguf", quant="f16", check_limit=4, on_event=events.append)
@@ -88,7 +88,7 @@ def test_gguf_export_loads_in_llama_cpp_matches_merged_and_reports_the_check(pro
     model = AutoModelForCausalLM.from_pretrained(out / "merged", dtype=torch.float32).eval()
     with torch.no_grad():
         expected = model(torch.tensor([ids])).logits[0].numpy()
-    llm = Llama(model_path=str(gguf), n_ctx=256, logits_all=True, verbose=False, n_threads=2)
+    llm = open_gguf(gguf, n_ctx=256, logits_all=True, verbose=False, n_threads=2)
     try:
         assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids
         llm.eval(ids)

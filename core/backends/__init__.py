@@ -16,7 +16,7 @@ def load_teacher(project, on_event=None):
         from .llamacpp import LlamaCppModel
         return LlamaCppModel(ref.path, name=ref.name, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
                              n_gpu_layers=cfg.n_gpu_layers, is_base=ref.is_base,
-                             parallel=cfg.max_in_flight)
+                             parallel=cfg.max_in_flight, cpu_repack=cfg.cpu_repack)
     from ..errors import ModelError
     raise ModelError(f"teacher.model = {cfg.model!r}: a Hugging Face folder cannot be a teacher yet; "
                      f"use a .gguf file or an openai: server")

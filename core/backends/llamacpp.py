@@ -32,6 +32,7 @@ from typing import Optional, Sequence
 from ..errors import ModelError
 from ..models import check_gguf
 from .base import Completion, SamplingParams, TokenCallback
+from .llamacpp_load import open_gguf
 
 _BASE_NAME = re.compile(r"(^|[-_ ])(base|pt)([-_ .]|$)", re.I)
 
@@ -53,17 +54,19 @@ class LlamaCppModel:
 
     def __init__(self, path: Path, *, name: str = "", n_ctx: int = 2048, n_threads: int = 0,
                  n_gpu_layers: int = 0, is_base: Optional[bool] = None, seed: int = 0,
-                 parallel: int = 1):
+                 parallel: int = 1, cpu_repack: str = "auto"):
         path = Path(path)
         check_gguf(path)
         try:
-            from llama_cpp import Llama
+            import llama_cpp  # noqa: F401
         except ImportError:
             raise ModelError("llama-cpp-python is not installed", "pip install llama-cpp-python") from None
         _silence_llama_log()
+        self.cpu_repack = cpu_repack
         try:
-            self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
-                             n_gpu_layers=n_gpu_layers, seed=seed, verbose=False)
+            self.llm = open_gguf(path, cpu_repack=cpu_repack, n_ctx=n_ctx,
+                                 n_threads=n_threads or os.cpu_count(), n_gpu_layers=n_gpu_layers,
+                                 seed=seed, verbose=False)
         except MemoryError:
             raise ModelError(f"{path}: out of memory while loading the model",
                              "use a smaller model or lower teacher.n_ctx") from None
@@ -149,9 +152,8 @@ class LlamaCppModel:
 
     def _scorer_llm(self):
         if self._scorer is None:
-            from llama_cpp import Llama
-            self._scorer = Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                 n_gpu_layers=self.n_gpu_layers, verbose=False)
+            self._scorer = open_gguf(self.path, cpu_repack=self.cpu_repack, n_ctx=self.n_ctx,
+                                     n_threads=self.n_threads, n_gpu_layers=self.n_gpu_layers, verbose=False)
         return self._scorer
 
     @staticmethod
