@@ -1,4 +1,5 @@
-"""The student model: where its weights live, how it loads, on which device and in which precision.
+"""The student model: where its weights live and how it loads (on the device and in the precision that
+core.device chooses).
 
 A student reference is a Hugging Face model folder (safetensors) or a GGUF file (including
 `bundled:smollm2-135m-instruct`). transformers de-quantizes a GGUF once; the result is kept as a
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import locations
+from .device import pick_device, pick_precision, torch_dtype
 from .errors import ModelError
 from .events import EventSink, Status, ignore
 from .models import check_hf_folder, resolve
@@ -24,7 +26,6 @@ from .models import check_hf_folder, resolve
 # Bytes of a GGUF file read for its cache key (with the size, enough to tell files apart cheaply).
 KEY_PREFIX_BYTES = 16 << 20
 CONVERTER_VERSION = "1"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 # ---------------------------------------------------------------- quiet transformers
@@ -45,60 +46,7 @@ def quiet_transformers() -> None:
         pass
 
 
-# ---------------------------------------------------------------- device and precision
-
-def pick_device(requested: str = "auto") -> str:
-    """auto: CUDA, then Apple MPS, then CPU. An explicit device that is not there is an error."""
-    requested = (requested or "auto").lower()
-    import torch
-    cuda = torch.cuda.is_available()
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if requested == "auto":
-        return "cuda" if cuda else "mps" if mps else "cpu"
-    if requested.startswith("cuda"):
-        if not cuda:
-            raise ModelError(f"device {requested!r} asked for, but torch sees no CUDA GPU",
-                             "set training.device = \"auto\" or \"cpu\"")
-        return requested
-    if requested == "mps":
-        if not mps:
-            raise ModelError("device 'mps' asked for, but torch sees no Apple GPU",
-                             "set training.device = \"auto\" or \"cpu\"")
-        return "mps"
-    if requested == "cpu":
-        return "cpu"
-    raise ModelError(f"unknown device {requested!r}; expected auto, cuda, mps or cpu")
-
-
-def bf16_supported(device: str) -> bool:
-    import torch
-    if device.startswith("cuda"):
-        try:
-            return bool(torch.cuda.is_bf16_supported())
-        except Exception:
-            return False
-    return False
-
-
-def pick_precision(device: str, requested: str = "auto") -> str:
-    """auto: bf16 on a CUDA GPU that supports it, else fp32 (on CPU bf16 is ~3x slower than fp32)."""
-    requested = (requested or "auto").lower()
-    if requested not in PRECISIONS:
-        raise ModelError(f"unknown precision {requested!r}; expected one of {', '.join(PRECISIONS)}")
-    if requested == "auto":
-        return "bf16" if bf16_supported(device) else "fp32"
-    if requested == "fp16" and device == "cpu":
-        raise ModelError("fp16 training needs a GPU; on the CPU use fp32 (or bf16)",
-                         "set training.precision = \"auto\"")
-    if requested == "bf16" and device.startswith("cuda") and not bf16_supported(device):
-        raise ModelError("this GPU does not support bf16", "set training.precision = \"fp16\" or \"auto\"")
-    return requested
-
-
-def torch_dtype(precision: str):
-    import torch
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
+# ---------------------------------------------------------------- precision
 
 def _as_dtype(dtype: Any, device: str):
     """None/'auto' → the automatic choice; a precision name or a torch dtype as given."""

@@ -2,8 +2,9 @@
 import pytest
 
 from stillroom.core import records
-from stillroom.core.packing import IGNORE_INDEX, MIN_SHARED_PREFIX, pack, row_tokens, shared_prefix_length
-from stillroom.core.train import Collator, render_rows, selected_logits_loss, shared_prefix_isolates_rows
+from stillroom.core.packing import (IGNORE_INDEX, MIN_SHARED_PREFIX, pack, row_tokens, shared_prefix_isolates_rows,
+                                    shared_prefix_length)
+from stillroom.core.sft_data import Collator, render_rows, selected_logits_loss
 from tiny_models import build_tiny_llama
 
 SYSTEM = "You route customer support tickets to one of four queues. Answer with the queue name only."

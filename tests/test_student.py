@@ -18,7 +18,7 @@ def tiny(tmp_path_factory):
 
 
 def test_core_student_import_stays_light():
-    code = ("import sys, stillroom.core.student, stillroom.core.train\n"
+    code = ("import sys, stillroom.core.student, stillroom.core.train, stillroom.core.device\n"
             "bad = [m for m in ('torch', 'transformers', 'peft', 'accelerate') if m in sys.modules]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -72,21 +72,6 @@ def test_pickle_weights_refused(tmp_path, tiny):
 def test_trust_remote_code_warns(tiny):
     with pytest.warns(UserWarning, match="trust_remote_code"):
         student.load_student(str(tiny), trust_remote_code=True)
-
-
-def test_device_and_precision_choice():
-    import torch
-    assert student.pick_device("cpu") == "cpu"
-    if not torch.cuda.is_available():
-        assert student.pick_device("auto") in ("cpu", "mps")
-        with pytest.raises(ModelError, match="no CUDA"):
-            student.pick_device("cuda")
-    assert student.pick_precision("cpu") == "fp32"
-    assert student.pick_precision("cpu", "bf16") == "bf16"
-    with pytest.raises(ModelError, match="fp16"):
-        student.pick_precision("cpu", "fp16")
-    with pytest.raises(ModelError, match="precision"):
-        student.pick_precision("cpu", "int3")
 
 
 def test_server_is_not_a_student():

@@ -13,9 +13,10 @@ from clitools import REPO, run_cli
 from stillroom.core import events, records
 from stillroom.core.errors import ConfigError, DataError, StillroomError
 from stillroom.core.project import Project
-from stillroom.core.train import (IGNORE_INDEX, Collator, last_checkpoint, list_runs, packing_isolates_rows,
-                                  read_metrics, render_row, render_rows, selected_logits_loss, split_rows,
-                                  train)
+from stillroom.core.packing import IGNORE_INDEX, packing_isolates_rows
+from stillroom.core.runs import last_checkpoint, list_runs, read_metrics
+from stillroom.core.sft_data import Collator, render_row, render_rows, selected_logits_loss, split_rows
+from stillroom.core.train import train
 from tiny_models import build_tiny_llama
 
 
@@ -303,7 +304,8 @@ def test_a_student_that_cannot_load_leaves_no_run_folder(tmp_path, tiny):
 
 
 def test_import_of_core_stays_light():
-    code = ("import sys, stillroom.core.train, stillroom.core.student, stillroom.tui.commands.train\n"
+    code = ("import sys, stillroom.core.train, stillroom.core.student, stillroom.core.runs, stillroom.core.sft_data, "
+            "stillroom.core.device, stillroom.tui.commands.train\n"
             "bad = [m for m in ('torch', 'transformers', 'peft', 'rich', 'textual') if m in sys.modules]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)

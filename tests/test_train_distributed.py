@@ -15,7 +15,7 @@ import pytest
 
 from clitools import REPO
 from stillroom.core.project import Project
-from stillroom.core.train import list_runs, read_metrics
+from stillroom.core.runs import list_runs, read_metrics
 from tiny_models import build_tiny_llama
 
 pytestmark = pytest.mark.slow

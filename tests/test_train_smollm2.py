@@ -3,7 +3,8 @@ import pytest
 
 from stillroom.core import events
 from stillroom.core.project import Project
-from stillroom.core.train import list_runs, read_metrics, train
+from stillroom.core.runs import list_runs, read_metrics
+from stillroom.core.train import train
 
 pytestmark = pytest.mark.slow
 

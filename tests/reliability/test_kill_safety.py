@@ -14,7 +14,8 @@ from clitools import REPO, run_cli
 from stillroom.core import records
 from stillroom.core.config import load_config
 from stillroom.core.project import Project
-from stillroom.core.train import list_runs, read_metrics, train
+from stillroom.core.runs import list_runs, read_metrics
+from stillroom.core.train import train
 from test_generate import KILL_SCRIPT, kill_mid_run, make_project
 from test_train import tiny_project
 from tiny_models import build_tiny_llama

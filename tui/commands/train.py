@@ -80,7 +80,7 @@ def print_result(result) -> None:
 
 
 def print_runs(project) -> int:
-    from stillroom.core.train import list_runs
+    from stillroom.core.runs import list_runs
     out = console()
     runs = list_runs(project)
     if not runs:

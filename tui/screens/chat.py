@@ -125,7 +125,7 @@ class ChatScreen(WorkbenchScreen):
 
     # ------------------------------------------------------------------ runs
     def load_runs(self, prefer: str | None = None) -> None:
-        from stillroom.core.train import list_runs
+        from stillroom.core.runs import list_runs
         try:
             runs = [r.run_id for r in list_runs(self.project) if r.output_dir is not None]
         except Exception:  # noqa: BLE001

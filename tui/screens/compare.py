@@ -138,7 +138,7 @@ class CompareScreen(WorkbenchScreen):
 
     # ------------------------------------------------------------------ runs
     def load_runs(self, prefer: str | None = None) -> None:
-        from stillroom.core.train import list_runs
+        from stillroom.core.runs import list_runs
         try:
             runs = [r for r in list_runs(self.project) if r.output_dir is not None]
         except Exception:  # noqa: BLE001
@@ -146,8 +146,7 @@ class CompareScreen(WorkbenchScreen):
         select = self.query_one("#cmp-run", Select)
         options = []
         for r in reversed(runs):
-            done = (r.path / "eval" / "metrics.json").exists()
-            options.append((f"{r.run_id}{'' if done else ' (not evaluated)'}", r.run_id))
+            options.append((f"{r.run_id}{'' if r.evaluated else ' (not evaluated)'}", r.run_id))
         with self.prevent(Select.Changed):
             # The prompt is also the list's first line: with runs to choose from it must not say there are none.
             select.prompt = "choose a run" if options else "no finished run yet"
@@ -155,7 +154,7 @@ class CompareScreen(WorkbenchScreen):
         ids = [r.run_id for r in runs]
         choice = prefer if prefer in ids else (self.run_id if self.run_id in ids else None)
         if choice is None:
-            evaluated = [r.run_id for r in runs if (r.path / "eval" / "metrics.json").exists()]
+            evaluated = [r.run_id for r in runs if r.evaluated]
             choice = evaluated[-1] if evaluated else (ids[-1] if ids else None)
         if choice is not None:
             with self.prevent(Select.Changed):

@@ -7,9 +7,7 @@ can be resumed (r) from the runs list.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
-from pathlib import Path
 
 from rich.text import Text
 from textual import work
@@ -23,6 +21,7 @@ from textual.worker import Worker, WorkerState
 from stillroom import themes
 from stillroom.core import events as ev
 from stillroom.core.errors import StillroomError
+from stillroom.core.runs import eval_summary
 from stillroom.tui import jobs
 from stillroom.tui.screens.base import WorkbenchScreen
 from stillroom.tui.widgets.loss_chart import LossChart
@@ -49,17 +48,6 @@ class TrainEvent(Message):
         return (isinstance(message, TrainEvent) and isinstance(self.event, ev.TrainStep)
                 and isinstance(message.event, ev.TrainStep)
                 and self.event.loss is None and message.event.loss is None)
-
-
-def eval_summary(run_dir: Path) -> dict | None:
-    """The evaluation headline of a run (tuned score and gap closed), if it was evaluated."""
-    try:
-        data = json.loads((run_dir / "eval" / "metrics.json").read_text("utf-8"))
-        head = data["headline"]
-        return {"metric": head, "tuned": data["models"]["tuned"].get(head),
-                "gap": data["gap_closed"].get("value")}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 class TrainScreen(WorkbenchScreen):
@@ -155,7 +143,7 @@ class TrainScreen(WorkbenchScreen):
 
     # ------------------------------------------------------------------ runs
     def refresh_runs(self, select: str | None = None) -> None:
-        from stillroom.core.train import list_runs
+        from stillroom.core.runs import list_runs
         try:
             self.runs = list_runs(self.project)
         except Exception as error:  # noqa: BLE001 - a damaged run folder must not break the screen
@@ -174,8 +162,8 @@ class TrainScreen(WorkbenchScreen):
             table.add_row(
                 Text(run.run_id), status, f"{run.step}/{run.max_steps}",
                 jobs.fmt_float(run.final_loss), jobs.fmt_float(run.final_eval_loss),
-                jobs.fmt_float(summary["tuned"]) if summary else "–",
-                (f"{summary['gap'] * 100:.0f}%" if summary and summary["gap"] is not None else "–"),
+                jobs.fmt_float(summary.tuned) if summary else "–",
+                (f"{summary.gap * 100:.0f}%" if summary and summary.gap is not None else "–"),
                 key=run.run_id)
         self.query_one("#runs-title", Static).update(
             f"Runs ({len(self.runs)})   enter compare · r resume · e export · h chat")
@@ -221,7 +209,7 @@ class TrainScreen(WorkbenchScreen):
         if run is None:
             chart.clear(title="no runs yet: press s to train")
             return
-        from stillroom.core.train import read_metrics
+        from stillroom.core.runs import read_metrics
         lines = read_metrics(run.path)
         chart.load(lines, run.max_steps, f"{run.run_id} · {run.status}")
         self.view = (run, lines)
@@ -326,8 +314,8 @@ class TrainScreen(WorkbenchScreen):
         row("elapsed", jobs.fmt_seconds(last.get("elapsed")) if last.get("elapsed") is not None else "–")
         summary = eval_summary(run.path)
         if summary is not None:
-            row("tuned", f"{jobs.fmt_float(summary['tuned'])} {summary['metric']}")
-            row("gap closed", f"{summary['gap'] * 100:.0f}%" if summary["gap"] is not None else "–")
+            row("tuned", f"{jobs.fmt_float(summary.tuned)} {summary.metric}")
+            row("gap closed", f"{summary.gap * 100:.0f}%" if summary.gap is not None else "–")
 
     # ------------------------------------------------------------------ settings
     def overrides(self) -> dict:
@@ -398,7 +386,7 @@ class TrainScreen(WorkbenchScreen):
         self.started_at = time.monotonic()
         chart = self.query_one(LossChart)
         if resume:
-            from stillroom.core.train import read_metrics
+            from stillroom.core.runs import read_metrics
             run = next((r for r in self.runs if r.run_id == resume), None)
             chart.load(read_metrics(self.project.runs_dir / resume), run.max_steps if run else 0, resume)
         else:
