@@ -127,7 +127,9 @@ class TrainingConfig:
     eval_steps: int = setting(20, "Validation loss every this many steps.", minimum=1)
     save_steps: int = setting(20, "Checkpoint every this many steps.", minimum=1)
     device: str = setting("auto", "auto, cuda, mps or cpu.", choices=("auto", "cuda", "mps", "cpu"))
-    precision: str = setting("auto", "auto (bf16 on CUDA, fp32 elsewhere), fp32, bf16 or fp16.",
+    precision: str = setting("auto", "auto: bf16 on a CUDA GPU that has it, and on a CPU that computes bf16 "
+                             "natively (Intel AMX or AVX512-BF16, read from the CPU's feature flags); fp32 "
+                             "elsewhere, where bf16 is emulated and slower. Or fp32, bf16 or fp16.",
                              choices=("auto", "fp32", "bf16", "fp16"))
     seed: int = setting(0, "Random seed for data order, split and initialisation.")
     batching: str = setting("pack", "pack: each batch's rows run as one padding-free sequence (attention "

@@ -140,7 +140,7 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
     config, train_rows, validation_rows = _settings_and_rows(project, resume_dir, overrides)
     cfg = config.training
     device = pick_device(cfg.device)
-    precision = pick_precision(device, cfg.precision)
+    precision = pick_precision(device, cfg.precision, training=True)
 
     model, tokenizer, folder = _load_student(project, config, device, precision, on_event)
     on_event(Status("rendering the training rows"))
