@@ -1,5 +1,4 @@
 import json
-import time
 
 import pytest
 
@@ -24,15 +23,24 @@ def synthetic_rows(n, labels=("billing", "shipping")):
 
 
 def test_filters():
-    rs = ReviewSet(synthetic_rows(40))
+    rows = synthetic_rows(40)
+    rs = ReviewSet(rows)
     assert len(rs.filter("")) == 40
+    rejected = [6, 13, 20, 27, 34]                       # i % 7 == 6
     kept = rs.filter("status:kept")
-    assert all(rs.entries[i].status == "kept" for i in kept) and len(kept) == 40 - 5
-    assert all(rs.entries[i].label == "billing" for i in rs.filter("label:billing status:kept"))
-    assert len(rs.filter("reason:near-dup")) == 5
-    assert all(rs.entries[i].dup >= 0.8 for i in rs.filter("dup>=0.8"))
-    assert all("refund" in rs.entries[i].text for i in rs.filter('"about billing refund"'))
-    assert rs.filter("REFUND") == rs.filter("refund")
+    assert kept == [i for i in range(40) if i not in rejected]
+    assert all(rs.entries[i].status == "kept" for i in kept)
+    billing = rs.filter("label:billing status:kept")
+    assert billing == [i for i in range(0, 40, 2) if i not in rejected]
+    assert billing and all(rs.entries[i].label == "billing" for i in billing)
+    assert rs.filter("reason:near-dup") == rejected
+    high_dup = rs.filter("dup>=0.8")
+    assert high_dup == [8, 9, 18, 19, 28, 29, 38, 39]
+    assert all(rs.entries[i].dup >= 0.8 for i in high_dup)
+    phrase = rs.filter('"about billing refund"')
+    assert phrase == [0, 6, 12, 18, 24, 30, 36]         # i % 6 == 0, rejected rows included
+    assert all("about billing refund" in rs.entries[i].text for i in phrase)
+    assert rs.filter("REFUND") == rs.filter("refund") and rs.filter("refund")
     with pytest.raises(StillroomError):
         parse_filter('"open')
     with pytest.raises(StillroomError):
@@ -82,10 +90,13 @@ def test_add_ignores_known_ids():
     assert len(rs) == 4
 
 
-def test_filter_50k_rows_is_fast():
-    rs = ReviewSet(synthetic_rows(50_000))
-    start = time.perf_counter()
+def test_filter_and_prune_over_50k_rows():
+    # how fast is bench/review.py's business; this checks what comes out at that size
+    rows = synthetic_rows(50_000)
+    rs = ReviewSet(rows)
     shown = rs.filter('status:kept label:billing "refund"')
-    rs.prune(shown)
-    elapsed = time.perf_counter() - start
-    assert shown and elapsed < 2.0
+    expected = [i for i in range(0, 50_000, 6) if i % 7 != 6]     # billing (even) refund (i % 3 == 0), kept
+    assert shown == expected
+    assert rs.prune(shown) == len(expected)
+    assert rs.filter("status:pruned") == expected
+    assert len(rs.filter("status:kept")) == 50_000 - len(expected) - len(rs.filter("status:rejected"))

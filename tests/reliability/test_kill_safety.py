@@ -235,13 +235,28 @@ def _export_project(tmp_path):
     return Project.open(project.root)
 
 
-def _assert_whole_safetensors(path):
+def _tensor_shapes(path, read=False) -> dict:
+    """{name: shape} of a safetensors file; with `read`, every tensor is read in full (a torn file fails)."""
     from safetensors import safe_open
     with safe_open(str(path), "pt") as handle:
-        assert all(handle.get_tensor(key) is not None for key in handle.keys())
+        if read:
+            return {key: tuple(handle.get_tensor(key).shape) for key in handle.keys()}
+        return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
 
 
-def _assert_exports_whole(folder):
+def _assert_whole_safetensors(path, expected: dict):
+    """The file holds exactly the expected tensors, with their shapes, each readable in full."""
+    assert expected, "the reference has no tensors to compare with"
+    assert _tensor_shapes(path, read=True) == expected
+
+
+def _expected_tensors(project) -> dict:
+    """What a whole export holds: the adapter's tensors as trained, the merged model's as the base's."""
+    return {"adapter": _tensor_shapes(project.runs_dir / EXPORT_RUN / "adapter" / "adapter_model.safetensors"),
+            "merged": _tensor_shapes(Path(project.config.student.model) / "model.safetensors")}
+
+
+def _assert_exports_whole(folder, expected: dict):
     """Every path with its final name is a finished export; anything else has a hidden name."""
     import gguf
     from stillroom.core.export import STAMP, parse_modelfile
@@ -251,12 +266,12 @@ def _assert_exports_whole(folder):
         if path.name == "adapter":
             json.loads((path / STAMP).read_text())
             json.loads((path / "adapter_config.json").read_text())
-            _assert_whole_safetensors(path / "adapter_model.safetensors")
+            _assert_whole_safetensors(path / "adapter_model.safetensors", expected["adapter"])
         elif path.name == "merged":
             json.loads((path / STAMP).read_text())
             json.loads((path / "config.json").read_text())
             json.loads((path / "tokenizer_config.json").read_text())
-            _assert_whole_safetensors(path / "model.safetensors")
+            _assert_whole_safetensors(path / "model.safetensors", expected["merged"])
         elif path.suffix == ".gguf":
             reader = gguf.GGUFReader(path)           # raises on a torn file
             assert reader.tensors
@@ -273,6 +288,7 @@ def _assert_exports_whole(folder):
 @pytest.mark.slow
 def test_export_killed_repeatedly_never_shows_a_partial_file(tmp_path):
     project = _export_project(tmp_path)
+    expected = _expected_tensors(project)
     out = project.exports_dir / EXPORT_RUN
     rng = random.Random(23)
     log = tmp_path / "export.log"
@@ -297,14 +313,14 @@ def test_export_killed_repeatedly_never_shows_a_partial_file(tmp_path):
             landed += _kill_group(proc)
         assert proc.returncode in (0, -signal.SIGKILL), log.read_text()
         if out.is_dir():
-            _assert_exports_whole(out)
+            _assert_exports_whole(out, expected)
     print(f"{landed} kills landed in {attempts} exports; partial names seen: {sorted(seen)}")
     assert landed >= KILLS
 
     for fmt in ("adapter", "merged", "ollama"):
         done = run_cli("export", project.root, "--format", fmt, "--quant", "f16", "--no-check")
         assert done.returncode == 0, done.stderr
-    _assert_exports_whole(out)
+    _assert_exports_whole(out, expected)
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["adapter", "merged", f"{EXPORT_RUN}-f16.gguf", "Modelfile"])      # nothing partial left behind
     from transformers import AutoModelForCausalLM

@@ -36,16 +36,29 @@ async def test_pick_a_theme_from_the_palette_and_it_is_remembered(project_with_r
         assert again.theme == "stillroom-contrast"
 
 
-@pytest.mark.parametrize("theme", ["nord"])
+@pytest.mark.parametrize("theme", [t.name for t in THEMES] + ["nord"])     # ours, and one of Textual's
 async def test_model_screens_under_any_theme(project_with_run, theme):
+    from textual.color import Color
+    from textual.widgets import DataTable
     app = make_app(project_with_run.root, teacher_factory=teacher_factory)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: app.project is not None)
         app.theme = theme
+        palette = app.get_theme(theme)
         for key, name in (("4", "TrainScreen"), ("5", "CompareScreen"), ("6", "ChatScreen")):
             await pilot.press(key)
             await wait_for(pilot, lambda: type(app.screen).__name__ == name)
             await pilot.pause(0.1)
+            assert app.screen.styles.background == Color.parse(palette.background), name
+            if name == "CompareScreen":
+                # right/wrong marks take the theme's own colours, else its success/error colours
+                table = app.screen.query_one("#cmp-table", DataTable)
+                teacher = [table.get_row_at(i)[3] for i in range(2)]      # example 0 wrong, 1 right
+                assert teacher[0].plain.startswith("✗") and teacher[1].plain.startswith("✓")
+                wrong = palette.variables.get("mark-wrong") or palette.error
+                right = palette.variables.get("mark-right") or palette.success
+                assert Color.parse(str(teacher[0].style)) == Color.parse(wrong)
+                assert Color.parse(str(teacher[1].style)) == Color.parse(right)
         await pilot.press("escape", "5", "enter")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "AnswersDialog")
         await pilot.press("escape", "4", "e")
