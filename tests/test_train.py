@@ -160,6 +160,7 @@ def test_loss_on_selected_logits_equals_the_full_loss(tiny, tokenizer, mode):
 
 # ---------------------------------------------------------------- runs
 
+@pytest.mark.slow
 def test_run_writes_files_events_and_adapter(tmp_path, tiny):
     project = tiny_project(tmp_path, tiny)
     seen = []
@@ -216,6 +217,7 @@ def test_run_writes_files_events_and_adapter(tmp_path, tiny):
         train(project, resume=result.run_id)
 
 
+@pytest.mark.slow
 def test_full_finetune_and_length_grouping(tmp_path, tiny):
     project = tiny_project(tmp_path, tiny, batching="group", validation_fraction=0.0, logging_steps=3)
     result = train(project, overrides={"max_steps": 4, "method": "full"})
@@ -230,6 +232,7 @@ def test_full_finetune_and_length_grouping(tmp_path, tiny):
     assert [m["eval_loss"] for m in metrics] == [None, None, None]
 
 
+@pytest.mark.slow
 def test_cancel_stops_with_a_checkpoint_then_resume_finishes(tmp_path, tiny):
     project = tiny_project(tmp_path, tiny, save_steps=50)
     cancel = threading.Event()
@@ -257,6 +260,7 @@ def test_cancel_stops_with_a_checkpoint_then_resume_finishes(tmp_path, tiny):
     assert list_runs(project)[0].status == "finished"
 
 
+@pytest.mark.slow
 def test_cancel_before_start_leaves_a_resumable_run(tmp_path, tiny):
     project = tiny_project(tmp_path, tiny)
     cancel = threading.Event()
@@ -267,6 +271,7 @@ def test_cancel_before_start_leaves_a_resumable_run(tmp_path, tiny):
     assert train(project, resume=True).step == 4
 
 
+@pytest.mark.slow
 def test_run_killed_before_its_first_state_line_resumes(tmp_path, tiny):
     project = tiny_project(tmp_path, tiny)
     cancel = threading.Event()
@@ -313,6 +318,7 @@ def test_import_of_core_stays_light():
 
 # ---------------------------------------------------------------- kill and resume (a real subprocess)
 
+@pytest.mark.slow
 def test_resume_after_sigkill_reaches_the_same_final_step(tmp_path, tiny):
     project = tiny_project(tmp_path, tiny, save_steps=2, eval_steps=2, max_steps=8)
     env = dict(os.environ, PYTHONUNBUFFERED="1")

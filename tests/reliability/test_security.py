@@ -22,6 +22,7 @@ def test_llama_cpp_chat_templates_render_in_a_sandbox():
         formatter(messages=[{"role": "user", "content": "hi"}])
 
 
+@pytest.mark.slow
 def test_llama_cpp_model_uses_the_gguf_template_through_that_formatter():
     from stillroom.core.backends.llamacpp import LlamaCppModel
     from stillroom.core.models import bundled_path

@@ -7,7 +7,7 @@ from textual.widgets import DataTable
 from modelscreens import RUN_ID, wait_for
 from stillroom.tui.app import make_app
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 @pytest.fixture

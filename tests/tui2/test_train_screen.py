@@ -8,11 +8,16 @@ from textual.widgets import DataTable, Input
 from modelscreens import teacher_factory, wait_for
 from stillroom.tui.app import make_app
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(240)]
 
 
-async def test_train_stop_and_resume(project):
-    steps = 150       # long enough that a fast machine cannot finish before the stop arrives
+HOLD = 3   # the training child reports this step, then waits for the stop (core.train_process's test seam)
+
+
+async def test_train_stop_and_resume(project, monkeypatch):
+    from stillroom.core.train_process import HOLD_AT_STEP
+    monkeypatch.setenv(HOLD_AT_STEP, str(HOLD))
+    steps = 30
     project.config.training.max_steps = steps
     project.save_config()
     app = make_app(project.root, teacher_factory=teacher_factory)
@@ -32,8 +37,8 @@ async def test_train_stop_and_resume(project):
         screen.query_one("#learning_rate", Input).value = "0.001"
         await pilot.press("s")
         assert screen.running
-        await wait_for(pilot, lambda: len(chart.train) >= 2, timeout=120)
-        assert screen.last is not None and screen.last.step >= 2
+        await wait_for(pilot, lambda: screen.last is not None and screen.last.step == HOLD, timeout=120)
+        assert [s for s, _ in chart.train] == list(range(1, HOLD + 1))
         # the runs list follows the live step, not only the checkpoints
         from textual.coordinate import Coordinate
         runs = screen.query_one("#runs", DataTable)
@@ -58,13 +63,13 @@ async def test_train_stop_and_resume(project):
         run_id = screen.run_id
         state = json.loads((project.runs_dir / run_id / "state.json").read_text())
         assert state["status"] == "stopped"
-        assert list((project.runs_dir / run_id / "checkpoints").glob("checkpoint-*"))
-        stopped_at = state["step"]
-        assert stopped_at < steps
+        assert state["step"] == HOLD
+        assert (project.runs_dir / run_id / "checkpoints" / f"checkpoint-{HOLD}").is_dir()
         from stillroom.core.project import Project
         assert Project.open(project.root).config.training.learning_rate == 0.001   # the settings were saved
         table = screen.query_one("#runs", DataTable)
         assert table.row_count == 1
+        monkeypatch.delenv(HOLD_AT_STEP)          # the resumed run goes through to the end
         await pilot.press("r")
         assert screen.running
         await wait_for(pilot, lambda: not screen.running, timeout=150)
