@@ -20,3 +20,13 @@ def isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("STILLROOM_CONFIG_DIR", str(tmp_path / "config-home"))
     monkeypatch.setenv("STILLROOM_CACHE_DIR", str(SHARED_CACHE))
     yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def snapshot_report_in_tmp(request, tmp_path_factory):
+    """pytest-textual-snapshot writes its failure report (snapshot_report.html) to the working folder
+    unless told where: it goes with this run's temporary files, unless --snapshot-report names a place.
+    (The reference snapshots in __snapshots__ are only written by --snapshot-update.)"""
+    option = request.config.option
+    if getattr(option, "snapshot_report", None) == "snapshot_report.html":
+        option.snapshot_report = str(tmp_path_factory.getbasetemp() / "snapshot_report.html")

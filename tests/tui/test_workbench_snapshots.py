@@ -1,6 +1,4 @@
 """SVG snapshots of every screen at 120×40 with fixed data (update with --snapshot-update)."""
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -13,7 +11,7 @@ from stillroom.tui import settings
 from stillroom.tui.app import make_app
 
 SIZE = (120, 40)
-FIXED = Path("/tmp/stillroom-snapshots")
+SHOWN = Path("/tmp/stillroom-snapshots")   # where the pictures say the projects live; nothing is written there
 
 
 @pytest.fixture(autouse=True)
@@ -28,17 +26,44 @@ def only_workbench_screens(monkeypatch):
 
 
 @pytest.fixture
-def fixed_project(monkeypatch):
-    """The demo project at a fixed path (paths appear on screen), with generated rows."""
-    shutil.rmtree(FIXED, ignore_errors=True)
-    monkeypatch.setenv("STILLROOM_DATA_DIR", str(FIXED / "data"))
-    project = Project.create(FIXED / "support-routing", demo=True)
+def root(tmp_path, monkeypatch):
+    """This test's folder for projects and the data folder (under pytest's tmp_path)."""
+    monkeypatch.setenv("STILLROOM_DATA_DIR", str(tmp_path / "projects" / "data"))
+    return tmp_path / "projects"
+
+
+@pytest.fixture
+def fixed_project(root):
+    """The demo project with generated rows."""
+    project = Project.create(root / "support-routing", demo=True)
     seeds = project.all_seeds()
     seeds[2] = records.make_row(MARKUP_TEXT, "technical", project.config.task.system_prompt)
     project.save_seeds(seeds)
     project.save_synthetic(synthetic_rows(30))
-    yield project
-    shutil.rmtree(FIXED, ignore_errors=True)
+    return project
+
+
+@pytest.fixture
+def paths_shown_under_fixed_folder(root, monkeypatch):
+    """The projects screen prints absolute paths: it prints SHOWN in place of this test's folder, so the
+    picture is the same on every run while the files stay under tmp_path."""
+    from stillroom.core import locations
+    from stillroom.tui.screens import projects
+    text = projects.Text
+
+    def shown_text(content="", *args, **kwargs):
+        return text(content.replace(str(root), str(SHOWN)), *args, **kwargs)
+
+    class ShownLocations:
+        def __getattr__(self, name):
+            return getattr(locations, name)
+
+        @staticmethod
+        def data_dir():
+            return SHOWN / locations.data_dir().relative_to(root)
+
+    monkeypatch.setattr(projects, "Text", shown_text)
+    monkeypatch.setattr(projects, "locations", ShownLocations())
 
 
 async def _settle(pilot):
@@ -60,14 +85,14 @@ async def _open(pilot):
     await pilot.pause()
 
 
-def test_projects_screen(snap_compare, fixed_project):
-    other = Project.create(FIXED / "invoice-fields", "extraction")
+def test_projects_screen(snap_compare, fixed_project, root, paths_shown_under_fixed_folder):
+    other = Project.create(root / "invoice-fields", "extraction")
     settings.remember_project(other.root, other.name)
     settings.remember_project(fixed_project.root, fixed_project.name)
     data = settings.load()
     for item in data["recent"]:
         item["opened"] = time.time() - 7200
-    data["recent"].append({"path": str(FIXED / "gone"), "name": "gone", "opened": time.time() - 90000})
+    data["recent"].append({"path": str(root / "gone"), "name": "gone", "opened": time.time() - 90000})
     settings.save(data)
     assert snap_compare(make_app(), terminal_size=SIZE)
 
