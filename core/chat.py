@@ -52,6 +52,17 @@ class Conversation:
     def __len__(self) -> int:
         return len(self.exchanges)
 
+    def to_json(self) -> dict:
+        """What a model in another process needs to answer: shots, system prompt and exchanges."""
+        return {"shots": self.shots, "system_prompt": self.system_prompt,
+                "exchanges": [{"user": x.user, "answers": dict(x.answers)} for x in self.exchanges]}
+
+    @classmethod
+    def from_json(cls, task: TaskConfig, data: dict) -> "Conversation":
+        conversation = cls(task, data.get("shots", ()), data.get("system_prompt"))
+        conversation.exchanges = [Exchange(x["user"], dict(x.get("answers", {}))) for x in data.get("exchanges", [])]
+        return conversation
+
     def ask(self, text: str) -> Exchange:
         text = text.strip()
         if not text:

@@ -36,6 +36,13 @@ class TokenStreamed(Event):
 
 
 @dataclass(frozen=True)
+class ModelReady(Event):
+    """A model is loaded and about to answer (`source`: its role or column)."""
+    source: str
+    name: str
+
+
+@dataclass(frozen=True)
 class CandidateStarted(Event):
     index: int
     label: Optional[str] = None

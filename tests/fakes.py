@@ -73,3 +73,54 @@ class FakeTeacher:
 
     def close(self):
         pass
+
+
+class CrashingTeacher(FakeTeacher):
+    """The fake teacher, whose process dies with SIGSEGV, as a native crash would, on its `crash_at`-th
+    new input (counted over the rows already in the project, so a rerun gets past the crash point)."""
+
+    def __init__(self, labels, crash_at: int):
+        super().__init__(labels=labels, delay=0.02)
+        self.crash_at = crash_at
+
+    def complete(self, prompt, params, on_token=None, cancel=None):
+        if self.calls >= self.crash_at:
+            import os
+            import signal
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return super().complete(prompt, params, on_token=on_token, cancel=cancel)
+
+
+# Teacher factories by name ("fakes:fake_teacher"): jobs import them in their own process.
+
+def fake_teacher(project):
+    return FakeTeacher(labels=project.config.task.labels)
+
+
+def slow_fake_teacher(project):
+    return FakeTeacher(labels=project.config.task.labels, delay=0.05)
+
+
+def slower_fake_teacher(project):
+    return FakeTeacher(labels=project.config.task.labels, delay=0.1)
+
+
+def crashing_teacher(project):
+    """Crashes (SIGSEGV) after 10 teacher calls in its process, unless STILLROOM_TEST_NO_CRASH is set."""
+    import os
+    if os.environ.get("STILLROOM_TEST_NO_CRASH"):
+        return FakeTeacher(labels=project.config.task.labels)
+    return CrashingTeacher(project.config.task.labels, crash_at=10)
+
+
+def broken_teacher(project):
+    from stillroom.core.errors import StillroomError
+    raise StillroomError("teacher.model: model not found", "point teacher.model at a .gguf file")
+
+
+def teacher_crashing_at_once(project):
+    """Crashes (SIGSEGV) on its first answer, unless STILLROOM_TEST_NO_CRASH is set."""
+    import os
+    if os.environ.get("STILLROOM_TEST_NO_CRASH"):
+        return FakeTeacher(labels=project.config.task.labels)
+    return CrashingTeacher(project.config.task.labels, crash_at=0)

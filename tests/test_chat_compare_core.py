@@ -1,4 +1,4 @@
-"""Headless pieces behind the Chat and Compare screens and the training child process."""
+"""Headless pieces behind the Chat and Compare screens."""
 import json
 
 import pytest
@@ -9,7 +9,6 @@ from stillroom.core.backends.base import Completion, SamplingParams
 from stillroom.core.config import TaskConfig
 from stillroom.core.errors import DataError
 from stillroom.core.project import Project
-from stillroom.core.train_process import TrainProcess, event_from_json, event_to_json
 
 TASK = TaskConfig(name="t", description="Route tickets.", type="classification", labels=["billing", "shipping"],
                   system_prompt="Route the ticket.", input_name="Ticket", output_name="Team")
@@ -99,27 +98,8 @@ def test_compare_filters_and_word_diff():
     assert "".join(p for p, _ in diff) == "the parcel is late"
 
 
-def test_events_cross_the_process_boundary():
-    for event in (ev.TrainStep(3, 10, 0.3, 1.5, 2e-4, 100.0, 4.0, 9.0), ev.EvalStep(5, 1.2),
-                  ev.CheckpointSaved(5, "/x/checkpoint-5"), ev.ExportFinished("gguf", ("a", "b"), {"gguf": 1.0})):
-        assert event_from_json(json.loads(json.dumps(event_to_json(event)))) == event
-    assert event_from_json({"event": "NoSuchEvent"}) is None
-    assert event_from_json({"event": "Event"}) == ev.Event()
-
-
-def test_training_child_reports_a_user_error_as_such(tmp_path):
-    project = Project.create(tmp_path / "empty", "classification")
-    project.config.training.include_seeds = False
-    project.save_config()
-    process = TrainProcess(project.root)
-    with pytest.raises(DataError, match="no training rows"):
-        process.run()
-    assert process.proc.returncode == 1
-    assert "Traceback" in process.log_path.read_text()
-
-
 def test_new_engine_modules_stay_headless_and_light():
     from clitools import heavy_modules_after_importing
-    assert heavy_modules_after_importing("stillroom.core.train_process", "stillroom.core.chat",
+    assert heavy_modules_after_importing("stillroom.core.chat",
                                          "stillroom.core.compare",
                                          heavy=("torch", "transformers", "textual", "rich")) == "none"

@@ -1,29 +1,28 @@
-"""The Stillroom workbench: one App, its screens, and the generation worker they share.
+"""The Stillroom workbench: one App, its screens, and the generation job they share.
 
-`make_app` is the only way in, for the CLI and the tests alike. Nothing heavy is imported here:
-torch, transformers and llama_cpp are loaded inside workers when a job first needs them.
+`make_app` is the only way in, for the CLI and the tests alike. Nothing heavy is imported here, and
+no model runs in this process: torch, transformers and llama_cpp are loaded by jobs in child
+processes (core.jobs), whose events reach the screens through tui.bridge.
 """
 from __future__ import annotations
 
 import importlib
-import threading
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
 from stillroom.core.errors import StillroomError
+from stillroom.core.events import GenerationProgress
+from stillroom.core.jobs import JobCrashed
 from stillroom.core.project import Project
-from stillroom.tui import messages as msg
 from stillroom.tui import settings
-
-TeacherFactory = Callable[[Project], object]
+from stillroom.tui.bridge import JobEnded, JobEvent, run_job
 
 
 @dataclass(frozen=True)
@@ -56,19 +55,6 @@ def load_class(factory: str):
     return getattr(importlib.import_module(module), name)
 
 
-def default_teacher_factory(project: Project):
-    """The configured teacher. With n_threads = 0 ("all cores") one core is left to the interface,
-    so typing and switching screens stay quick while the teacher writes."""
-    import copy
-    import os
-    from stillroom.core.backends import load_teacher
-    if project.config.teacher.n_threads == 0 and (os.cpu_count() or 1) > 1:
-        config = copy.deepcopy(project.config)
-        config.teacher.n_threads = (os.cpu_count() or 2) - 1
-        project = Project(project.root, config)
-    return load_teacher(project)
-
-
 class StillroomApp(App):
     CSS_PATH = "app.tcss"
     TITLE = "Stillroom"
@@ -80,20 +66,18 @@ class StillroomApp(App):
         *[Binding(spec.key, f"goto('{spec.mode}')", spec.title, show=False) for spec in SCREENS],
     ]
 
-    def __init__(self, path: Path | None = None, *, teacher_factory: TeacherFactory | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, teacher_factory: str | None = None) -> None:
         super().__init__()
         self.start_path = Path(path) if path else None
-        self.teacher_factory = teacher_factory or default_teacher_factory
-        # An injected teacher is a Python object: jobs that would load the configured teacher in a child
-        # process (evaluation) run it in a thread instead.
-        self.teacher_injected = teacher_factory is not None
+        # "module:function" that builds the teacher from the Project, in each job's child process;
+        # None: the project's configured teacher.
+        self.teacher_factory = teacher_factory
         self.project: Project | None = None
         self.lock = None
         self.screens_by_mode: dict[str, Screen] = {}
         self.job = ""
-        self._teacher = None
+        self._gen_job = None             # the teacher's job (core.job_kinds.generation_job), once started
         self._gen_worker: Worker | None = None
-        self._gen_cancel: threading.Event | None = None
         self._gen_unload = False
         self._pending_error: tuple | None = None
 
@@ -278,18 +262,13 @@ class StillroomApp(App):
         self.push_screen(ErrorDialog(error, title))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        worker = event.worker
         if event.state == WorkerState.ERROR:
-            if worker.group == "generate":
-                self._generation_ended(error=worker.error)
-            else:
-                self.show_error(worker.error)
-        elif event.state in (WorkerState.SUCCESS, WorkerState.CANCELLED) and worker.group == "generate":
-            self._generation_ended()
+            self.show_error(event.worker.error)
 
-    def run_job(self, fn: Callable[[], object], *, name: str, group: str = "jobs",
+    def run_in_thread(self, fn: Callable[[], object], *, name: str, group: str = "jobs",
                 done: Callable[[object], None] | None = None) -> Worker:
-        """Run blocking work in a thread; `done(result)` runs on the UI thread; errors become the dialog."""
+        """Run blocking Python work (file I/O, no model) in a thread; `done(result)` runs on the UI thread;
+        errors become the dialog. Model work runs as a job instead (tui.bridge.run_job)."""
         def body():
             result = fn()
             if done is not None:
@@ -300,101 +279,85 @@ class StillroomApp(App):
     # ------------------------------------------------------------------ generation
     @property
     def generating(self) -> bool:
-        return self._gen_worker is not None and self._gen_worker.state in (WorkerState.PENDING,
-                                                                           WorkerState.RUNNING)
+        """From start_generation until its JobEnded is handled (the worker may outlive that by a moment)."""
+        return self._gen_worker is not None
 
     def start_generation(self, target: int) -> bool:
+        """Generate until `target` rows are kept, in the teacher's job (started on first use)."""
         if self.generating or self.project is None:
             return False
-        self._gen_cancel = threading.Event()
-        self._gen_unload = False
+        if self._gen_job is None:
+            from stillroom.core.job_kinds import generation_job
+            self._gen_job = generation_job(self.project.root, teacher_factory=self.teacher_factory,
+                                           spare_core=True)
+        job, self._gen_unload = self._gen_job, False
         self.set_job("generating")
-        self._gen_worker = self._generate(self.project, target, self._gen_cancel)
+        self._gen_worker = run_job(self, "generate", lambda on_event: job.call({"target": target}, on_event))
         return True
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="generate", name="generate")
-    def _generate(self, project: Project, target: int, cancel: threading.Event):
-        from stillroom.core.events import Status
-        from stillroom.core.generate import generate
-        bridge = msg.GenerationBridge(self.post_message)
-        if self._teacher is None:
-            bridge(Status(f"loading teacher {project.config.teacher.model}…"))
-            self._teacher = self.teacher_factory(project)
-        bridge(Status(f"teacher {getattr(self._teacher, 'name', 'ready')} ready"))
-        return generate(project, target, teacher=self._teacher, on_event=bridge, cancel=cancel)
 
     def pause_generation(self) -> None:
         """Stop after the current token; the teacher stays loaded so resuming is instant."""
-        if self.generating and self._gen_cancel is not None:
-            self._gen_cancel.set()
+        if self.generating and self._gen_job is not None:
+            self._gen_job.stop()
             self.set_job("pausing")
 
     def stop_generation(self) -> None:
         """Stop and unload the teacher."""
-        if self.generating and self._gen_cancel is not None:
+        if self.generating and self._gen_job is not None:
             self._gen_unload = True
-            self._gen_cancel.set()
+            self._gen_job.stop()
             self.set_job("stopping")
         else:
             self._unload_teacher()
 
     async def stop_generation_and_wait(self) -> None:
         if self.generating:
+            worker = self._gen_worker
             self.stop_generation()
-            await self._gen_worker.wait()
+            await worker.wait()
+            self._gen_worker = None
         self._unload_teacher()
 
     def _unload_teacher(self) -> None:
-        teacher, self._teacher = self._teacher, None
-        if teacher is not None:
-            try:
-                teacher.close()
-            except Exception:
-                pass
+        """End the teacher's process (it finishes what it was writing first)."""
+        job, self._gen_job = self._gen_job, None
+        if job is not None:
+            job.close()
+
+    def on_job_event(self, message: JobEvent) -> None:
+        if message.job != "generate":
+            return
+        event = message.event
+        if isinstance(event, GenerationProgress) and self.job.startswith("generating"):
+            self.set_job(f"generating {event.kept}/{event.target}")
+        for mode in ("generate", "review"):
+            screen = self.screen_for(mode)
+            if screen is not None:
+                screen.on_generation_event(event)
+
+    def on_job_ended(self, message: JobEnded) -> None:
+        """Every job's end passes here: generation's is handled; any other job's failure that its
+        screen did not handle becomes the one error dialog."""
+        if message.job == "generate":
+            self._generation_ended(message.error)
+        elif message.error is not None:
+            self.show_error(message.error)
 
     def _generation_ended(self, error: BaseException | None = None) -> None:
+        self._gen_worker = None
         self.set_job("")
-        if self._gen_unload:
+        if self._gen_unload or isinstance(error, JobCrashed):
             self._unload_teacher()
-        screen = self.screen_for("generate")
-        if screen is not None:
-            screen.generation_ended(error)
-        review = self.screen_for("review")
-        if review is not None:
-            review.generation_ended()
+        for mode in ("generate", "review"):
+            screen = self.screen_for(mode)
+            if screen is not None:
+                screen.generation_ended(error)
         if error is not None:
             self.show_error(error, "Generation stopped")
 
     def set_job(self, text: str) -> None:
         self.job = text
         self.refresh_headers()
-
-    def _to_screens(self, message, *modes: str) -> None:
-        for mode in modes:
-            screen = self.screen_for(mode)
-            if screen is not None:
-                screen.on_generation_message(message)
-
-    def on_gen_status(self, message: msg.GenStatus) -> None:
-        self._to_screens(message, "generate")
-
-    def on_gen_chunk(self, message: msg.GenChunk) -> None:
-        self._to_screens(message, "generate")
-
-    def on_gen_candidate(self, message: msg.GenCandidate) -> None:
-        self._to_screens(message, "generate")
-
-    def on_gen_row(self, message: msg.GenRow) -> None:
-        self._to_screens(message, "generate", "review")
-
-    def on_gen_progress(self, message: msg.GenProgress) -> None:
-        p = message.progress
-        if self.job.startswith("generating"):
-            self.set_job(f"generating {p.kept}/{p.target}")
-        self._to_screens(message, "generate")
-
-    def on_gen_finished(self, message: msg.GenFinished) -> None:
-        self._to_screens(message, "generate")
 
     # ------------------------------------------------------------------ quit
     async def action_quit(self) -> None:
@@ -427,10 +390,11 @@ class StillroomApp(App):
             self.exit()
 
 
-def make_app(path: Path | str | None = None, *, teacher_factory: TeacherFactory | None = None) -> StillroomApp:
+def make_app(path: Path | str | None = None, *, teacher_factory: str | None = None) -> StillroomApp:
     """The workbench on `path` (a project folder), or on the project list when no path is given.
 
-    `teacher_factory(project)` returns the teacher TextModel; by default the project's configured
-    teacher is loaded (in the generation worker, on first use).
+    `teacher_factory` names a function "module:function" that returns the teacher TextModel for a
+    Project (tests use it); each job that needs a teacher imports and calls it in its own process. By
+    default the project's configured teacher is loaded there.
     """
     return StillroomApp(Path(path) if path else None, teacher_factory=teacher_factory)

@@ -1,10 +1,6 @@
-"""What the model screens (Train, Compare, Chat, Export) share: the loaded teacher, the run the user
-picked, elapsed-time formatting, token batching, and telling the user when a long job is done."""
+"""What the model screens (Train, Compare, Chat, Export) share: the run the user picked, elapsed-time
+formatting, and telling the user when a long job is done."""
 from __future__ import annotations
-
-import threading
-import time
-from typing import Callable, Optional
 
 from textual.app import App
 
@@ -20,19 +16,6 @@ def fmt_seconds(seconds: float | None) -> str:
 
 def fmt_float(value, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
-
-
-_teacher_lock = threading.Lock()
-
-
-def shared_teacher(app: App):
-    """The project's teacher, loaded once and shared with generation (call from a worker thread)."""
-    with _teacher_lock:
-        teacher = getattr(app, "_teacher", None)
-        if teacher is None:
-            teacher = app.teacher_factory(app.project)
-            app._teacher = teacher
-        return teacher
 
 
 def select_run(app: App, run_id: str | None) -> None:
@@ -52,30 +35,3 @@ def job_done(app: App, screen, message: str, *, title: str, severity: str = "inf
     so it stays longer there."""
     away = app.screen is not screen
     app.notify(message, title=title, severity=severity, timeout=10 if away else 5)
-
-
-class TokenBatcher:
-    """An `on_token` callback that hands text on at most every `interval` seconds (from a worker)."""
-
-    def __init__(self, post: Callable[[str], None], interval: float = 0.05):
-        self.post = post
-        self.interval = interval
-        self.buffer: list[str] = []
-        self.last = 0.0
-        self.first: Optional[float] = None
-        self.pieces = 0
-
-    def __call__(self, text: str) -> None:
-        if self.first is None:
-            self.first = time.perf_counter()
-        self.pieces += 1
-        self.buffer.append(text)
-        now = time.monotonic()
-        if now - self.last >= self.interval:
-            self.flush()
-            self.last = now
-
-    def flush(self) -> None:
-        if self.buffer:
-            text, self.buffer = "".join(self.buffer), []
-            self.post(text)

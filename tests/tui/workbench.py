@@ -11,10 +11,6 @@ from stillroom.core.project import Project  # noqa: E402
 MARKUP_TEXT = "Refund [bold red]now[/bold red] or see [link=https://example.com]x[/link] — ünïcødé 日本語"
 
 
-def fake_teacher_factory(project):
-    return FakeTeacher(labels=project.config.task.labels)
-
-
 def synthetic_rows(n: int = 30) -> list[dict]:
     """Deterministic generated rows: kept, rejected (with and without an answer), one with markup."""
     labels = ["billing", "shipping", "technical", "account"]

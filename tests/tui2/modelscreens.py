@@ -32,6 +32,9 @@ class StreamingTeacher(FakeTeacher):
         return super().complete(prompt, params, on_token=on_token, cancel=cancel)
 
 
+TEACHER = "modelscreens:teacher_factory"    # by name: jobs import it in their own process
+
+
 def teacher_factory(project):
     return StreamingTeacher(project.config.task.labels, delay_per_token=0.1)
 

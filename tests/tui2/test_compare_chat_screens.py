@@ -2,7 +2,7 @@
 import pytest
 from textual.widgets import DataTable
 
-from modelscreens import MARKUP, teacher_factory, wait_for
+from modelscreens import MARKUP, TEACHER, wait_for
 from stillroom.tui.app import make_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -17,7 +17,7 @@ async def open_screen(pilot, key: str, cls_name: str):
 
 
 async def test_compare_filters_and_side_by_side(project_with_run):
-    app = make_app(project_with_run.root, teacher_factory=teacher_factory)
+    app = make_app(project_with_run.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_screen(pilot, "5", "CompareScreen")
         table = screen.query_one("#cmp-table", DataTable)
@@ -55,7 +55,7 @@ async def test_compare_filters_and_side_by_side(project_with_run):
 async def test_evaluate_a_run_from_the_screen(project_with_run, tiny_student):
     from modelscreens import add_run
     add_run(project_with_run, tiny_student, "20260102-090000-lora", evaluated=False)
-    app = make_app(project_with_run.root, teacher_factory=teacher_factory)
+    app = make_app(project_with_run.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_screen(pilot, "5", "CompareScreen")
         assert screen.run_id == "20260102-090000-lora" or screen.run_id == "20260101-120000-lora"
@@ -75,7 +75,7 @@ async def test_evaluate_a_run_from_the_screen(project_with_run, tiny_student):
 
 
 async def test_chat_streams_both_columns(project_with_run):
-    app = make_app(project_with_run.root, teacher_factory=teacher_factory)
+    app = make_app(project_with_run.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_screen(pilot, "6", "ChatScreen")
         teacher = screen.query_one("#col-teacher")

@@ -39,7 +39,7 @@ async def test_evaluation_runs_in_a_child_process_and_keys_are_handled_meanwhile
         old = screen.result
         assert table.row_count == 12
         await pilot.press("e")
-        assert screen.running and screen.process is not None
+        assert screen.running and screen.job is not None
         # the child has started its work (it reports what it loads) ...
         await wait_for(pilot, lambda: screen.progress_text != "starting…", timeout=120)
         # ... and a filter key is handled while it works: the evaluation has not finished yet
@@ -48,7 +48,7 @@ async def test_evaluation_runs_in_a_child_process_and_keys_are_handled_meanwhile
         assert screen.running and screen.result is old
         await pilot.press("a")
         await wait_for(pilot, lambda: not screen.running, timeout=200)
-        assert screen.process.proc.returncode == 0
+        assert screen.job.proc.returncode == 0
         assert screen.result is not old, screen.progress_text
         assert screen.progress_text.startswith("evaluated in")
         assert table.row_count == 4                       # the child's results are on the screen
@@ -74,6 +74,6 @@ async def test_stopping_the_evaluation_keeps_the_earlier_results(real_teacher_pr
         await wait_for(pilot, lambda: not screen.running, timeout=120)
         assert screen.progress_text == "stopped"
         assert type(app.screen).__name__ == "CompareScreen"        # no error dialog
-        assert screen.process.proc.returncode == 1                 # the child ended with Cancelled
+        assert screen.job.proc.returncode == 1                 # the child ended with Cancelled
         assert screen.query_one("#cmp-table", DataTable).row_count == 12
     assert {p.name: p.read_bytes() for p in eval_dir.iterdir()} == before   # nothing written, no temp files

@@ -4,7 +4,7 @@ import pytest
 from rich.style import Style
 from textual.widgets import Select
 
-from modelscreens import RUN_ID, add_run, teacher_factory, wait_for
+from modelscreens import RUN_ID, add_run, TEACHER, wait_for
 from stillroom import themes
 from stillroom.tui.app import make_app
 
@@ -21,7 +21,7 @@ async def open_compare(pilot, app):
 
 async def test_the_prompt_line_is_not_a_run(project_with_run, tiny_student):
     add_run(project_with_run, tiny_student, "20260102-090000-lora", evaluated=False)
-    app = make_app(project_with_run.root, teacher_factory=teacher_factory)
+    app = make_app(project_with_run.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_compare(pilot, app)
         select = screen.query_one("#cmp-run", Select)
@@ -46,7 +46,7 @@ def gap_colour(screen):
 
 
 async def test_the_headline_takes_the_new_themes_colours(project_with_run):
-    app = make_app(project_with_run.root, teacher_factory=teacher_factory)
+    app = make_app(project_with_run.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_compare(pilot, app)
         for theme in ("stillroom-light", "stillroom-contrast", "stillroom-dark"):

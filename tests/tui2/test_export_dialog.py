@@ -2,14 +2,14 @@
 import pytest
 from textual.widgets import RadioSet
 
-from modelscreens import RUN_ID, teacher_factory, wait_for
+from modelscreens import RUN_ID, TEACHER, wait_for
 from stillroom.tui.app import make_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 
 async def test_export_adapter_from_the_runs_list(project_with_run):
-    app = make_app(project_with_run.root, teacher_factory=teacher_factory)
+    app = make_app(project_with_run.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: app.project is not None)
         await pilot.press("4")

@@ -3,7 +3,7 @@ side-by-side answers and the export dialog. Update with: pytest tests/tui2 --sna
 import pytest
 from textual.widgets import Input
 
-from modelscreens import teacher_factory, wait_for
+from modelscreens import TEACHER, wait_for
 from stillroom.themes import THEMES
 from stillroom.tui.app import make_app
 
@@ -34,17 +34,17 @@ def goto(key: str, cls_name: str, theme: str, then=()):
 @pytest.mark.parametrize("screen", list(SCREENS))
 def test_screen_in_theme(snap_compare, project_with_run, screen, theme):
     key, cls_name = SCREENS[screen]
-    app = make_app(project_with_run.root, teacher_factory=teacher_factory)
+    app = make_app(project_with_run.root, teacher_factory=TEACHER)
     assert snap_compare(app, terminal_size=SIZE, run_before=goto(key, cls_name, theme))
 
 
 def test_answers_side_by_side(snap_compare, project_with_run):
-    app = make_app(project_with_run.root, teacher_factory=teacher_factory)
+    app = make_app(project_with_run.root, teacher_factory=TEACHER)
     assert snap_compare(app, terminal_size=SIZE,
                         run_before=goto("5", "CompareScreen", "stillroom-dark", then=("d", "enter")))
 
 
 def test_export_dialog(snap_compare, project_with_run):
-    app = make_app(project_with_run.root, teacher_factory=teacher_factory)
+    app = make_app(project_with_run.root, teacher_factory=TEACHER)
     assert snap_compare(app, terminal_size=SIZE,
                         run_before=goto("4", "TrainScreen", "stillroom-light", then=("e",)))

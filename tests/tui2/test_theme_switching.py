@@ -2,7 +2,7 @@
 config, and every model screen also works under Textual's own themes."""
 import pytest
 
-from modelscreens import teacher_factory, wait_for
+from modelscreens import TEACHER, wait_for
 from stillroom.themes import THEMES
 from stillroom.tui import settings
 from stillroom.tui.app import make_app
@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 
 async def test_pick_a_theme_from_the_palette_and_it_is_remembered(project_with_run):
-    app = make_app(project_with_run.root, teacher_factory=teacher_factory)
+    app = make_app(project_with_run.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: app.project is not None)
         assert {t.name for t in THEMES} <= set(app.available_themes)
@@ -40,7 +40,7 @@ async def test_pick_a_theme_from_the_palette_and_it_is_remembered(project_with_r
 async def test_model_screens_under_any_theme(project_with_run, theme):
     from textual.color import Color
     from textual.widgets import DataTable
-    app = make_app(project_with_run.root, teacher_factory=teacher_factory)
+    app = make_app(project_with_run.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: app.project is not None)
         app.theme = theme

@@ -5,22 +5,22 @@ import json
 import pytest
 from textual.widgets import DataTable, Input
 
-from modelscreens import teacher_factory, wait_for
+from modelscreens import TEACHER, wait_for
 from stillroom.tui.app import make_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(240)]
 
 
-HOLD = 3   # the training child reports this step, then waits for the stop (core.train_process's test seam)
+HOLD = 3   # the training child reports this step, then waits for the stop (core.job_kinds' test seam)
 
 
 async def test_train_stop_and_resume(project, monkeypatch):
-    from stillroom.core.train_process import HOLD_AT_STEP
+    from stillroom.core.job_kinds import HOLD_AT_STEP
     monkeypatch.setenv(HOLD_AT_STEP, str(HOLD))
     steps = 30
     project.config.training.max_steps = steps
     project.save_config()
-    app = make_app(project.root, teacher_factory=teacher_factory)
+    app = make_app(project.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: app.project is not None)
         await pilot.press("4")

@@ -16,8 +16,9 @@ def add_project_argument(parser, optional: bool = False) -> None:
 
 
 @contextmanager
-def stop_on_ctrl_c():
-    """First Ctrl-C sets the cancel event (the engine stops cleanly and saves); a second one aborts."""
+def stop_on_ctrl_c(on_stop=None):
+    """First Ctrl-C sets the cancel event (the engine stops cleanly and saves) and calls `on_stop()`
+    (e.g. a job's stop); a second one aborts."""
     cancel = threading.Event()
     previous = signal.getsignal(signal.SIGINT)
 
@@ -25,6 +26,8 @@ def stop_on_ctrl_c():
         if cancel.is_set():
             raise KeyboardInterrupt
         cancel.set()
+        if on_stop is not None:
+            on_stop()
         from rich.console import Console
         Console(stderr=True).print("[yellow]stopping after the current step… (Ctrl-C again to abort)[/]")
 

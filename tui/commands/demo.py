@@ -37,23 +37,36 @@ def run(args) -> int:
 
 
 def run_headless(project, count: int) -> int:
+    """Generate, train and evaluate, each as a job in a child process (core.jobs); Ctrl-C stops the one
+    running."""
+    from stillroom.core.errors import Cancelled
+    from stillroom.core.job_kinds import evaluation_job, generation_job, training_job
+    from stillroom.tui.commands import eval as eval_command
     from stillroom.tui.commands import generate as generate_command
+    from stillroom.tui.commands import train as train_command
     out = console()
     out.print(f"demo project: {project.root}")
-    with project.lock("stillroom demo"), stop_on_ctrl_c() as cancel:
-        result = generate_command.run_with_progress(project, count, cancel)
+    current = []
+
+    def stop() -> None:
+        if current:
+            current[-1].stop()
+
+    with project.lock("stillroom demo"), stop_on_ctrl_c(stop) as cancel:
+        current.append(generation_job(project.root))
+        with current[-1]:
+            result = generate_command.run_with_progress(current[-1], count)
         out.print(f"generated: {result.kept} kept, {result.rejected} rejected")
         if cancel.is_set():
             return 130
-        from stillroom.tui.commands import train as train_command
-        trained = train_command.run_with_progress(project, cancel)
+        current.append(training_job(project.root))
+        trained = train_command.run_with_progress(project, job=current[-1])
         train_command.print_result(trained)
         if trained.cancelled or cancel.is_set():
             return 130
-        from stillroom.core.errors import Cancelled
-        from stillroom.tui.commands import eval as eval_command
+        current.append(evaluation_job(project.root, trained.run_id))
         try:
-            evaluated = eval_command.run_with_progress(project, trained.run_id, cancel)
+            evaluated = eval_command.run_with_progress(current[-1])
         except Cancelled:
             return 130
         eval_command.print_result(evaluated)

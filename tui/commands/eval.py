@@ -26,9 +26,11 @@ def run(args) -> int:
     if args.limit is not None and args.limit < 1:
         from stillroom.core.errors import StillroomError
         raise StillroomError(f"--limit must be at least 1, got {args.limit}")
-    with project.lock("stillroom eval"), stop_on_ctrl_c() as cancel:
+    from stillroom.core.job_kinds import evaluation_job
+    job = evaluation_job(project.root, args.run_id, limit=args.limit, judge=args.judge)
+    with project.lock("stillroom eval"), stop_on_ctrl_c(job.stop):
         try:
-            result = run_with_progress(project, args.run_id, cancel, limit=args.limit, judge=args.judge)
+            result = run_with_progress(job)
         except Cancelled:
             console(stderr=True).print("evaluation stopped; nothing written")
             return 130
@@ -36,10 +38,12 @@ def run(args) -> int:
     return 0
 
 
-def run_with_progress(project, run, cancel, *, limit=None, judge=None):
+def run_with_progress(job):
+    """Run an evaluation job (core.job_kinds.evaluation_job) with progress bars; its EvalResult."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from stillroom.core import events
-    from stillroom.core.evaluate import TITLES, evaluate
+    from stillroom.core.evaluate import TITLES
+    from stillroom.core.job_kinds import evaluation_result
 
     out = console(stderr=True)
     with Progress(TextColumn("[bold]{task.description:<14}"), BarColumn(), MofNCompleteColumn(),
@@ -56,7 +60,7 @@ def run_with_progress(project, run, cancel, *, limit=None, judge=None):
             elif isinstance(event, events.Status):
                 bar.update(status, info=event.message)
 
-        result = evaluate(project, run, on_event=on_event, cancel=cancel, limit=limit, judge=judge)
+        result = evaluation_result(job.args["project_root"], job.run(on_event))
         bar.update(status, info="done", total=1, completed=1)
     return result
 

@@ -29,12 +29,16 @@ def run(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from stillroom.core import events
     from stillroom.core.errors import Cancelled
-    from stillroom.core.export import export
+    from stillroom.core.job_kinds import export_job, export_result
     from stillroom.core.project import Project
 
     project = Project.open(args.path)
     err = console(stderr=True)
-    with project.lock("stillroom export"), stop_on_ctrl_c() as cancel:
+    # The merge, the conversion and the GGUF check (llama.cpp) run in a child process: see core.jobs.
+    job = export_job(project.root, args.run_id, args.fmt, quant=args.quant, dtype=args.dtype,
+                     check=not args.no_check, check_limit=args.check_limit,
+                     out_dir=args.out.resolve() if args.out else None)
+    with project.lock("stillroom export"), stop_on_ctrl_c(job.stop):
         with Progress(TextColumn("[bold]export"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err) as bar:
             task = bar.add_task("export", total=None, info="")
@@ -45,9 +49,7 @@ def run(args) -> int:
                 elif isinstance(event, events.Status):
                     bar.update(task, info=event.message)
             try:
-                result = export(project, args.run_id, args.fmt, quant=args.quant, dtype=args.dtype,
-                                check=not args.no_check, check_limit=args.check_limit, out_dir=args.out,
-                                on_event=on_event, cancel=cancel)
+                result = export_result(job.run(on_event))
             except Cancelled:
                 err.print("export stopped; no partial file was left under a final name")
                 return 130

@@ -16,11 +16,13 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from stillroom.core.generate import check_ready
+    from stillroom.core.job_kinds import generation_job
     from stillroom.core.project import Project
     project = Project.open(args.path)
     check_ready(project, args.count)
-    with project.lock("stillroom generate"), stop_on_ctrl_c() as cancel:
-        result = run_with_progress(project, args.count, cancel)
+    job = generation_job(project.root)          # the teacher runs in a child process: see core.jobs
+    with project.lock("stillroom generate"), stop_on_ctrl_c(job.stop), job:
+        result = run_with_progress(job, args.count)
     out = console()
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(result.rejected_by_reason.items(), key=lambda kv: -kv[1]))
     tps = result.teacher_tokens / result.teacher_seconds if result.teacher_seconds else 0.0
@@ -31,11 +33,11 @@ def run(args) -> int:
     return 0
 
 
-def run_with_progress(project, count: int, cancel):
+def run_with_progress(job, count: int):
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
     from stillroom.core import events
-    from stillroom.core.generate import generate
+    from stillroom.core.job_kinds import generation_result
 
     out = console(stderr=True)
     with Progress(TextColumn("[bold]generate"), BarColumn(), TaskProgressColumn(),
@@ -51,4 +53,4 @@ def run_with_progress(project, count: int, cancel):
             elif isinstance(event, events.Status):
                 bar.update(task, info=event.message)
 
-        return generate(project, count, on_event=on_event, cancel=cancel)
+        return generation_result(job.call({"target": count}, on_event))

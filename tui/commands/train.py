@@ -53,13 +53,21 @@ def run(args) -> int:
         return print_runs(project)
     rank = int(os.environ.get("RANK", "0"))
     overrides = overrides_from(args)
-    with stop_on_ctrl_c() as cancel:
-        if rank == 0:
-            with project.lock("stillroom train"):
-                result = run_with_progress(project, cancel, resume=args.resume, overrides=overrides)
-        else:
-            from stillroom.core.train import train
-            result = train(project, cancel=cancel, resume=args.resume, overrides=overrides)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Under torchrun or accelerate every rank trains in its own process already, supervised by the
+        # launcher; rank 0 names the run and reports.
+        with stop_on_ctrl_c() as cancel:
+            if rank == 0:
+                with project.lock("stillroom train"):
+                    result = run_with_progress(project, cancel=cancel, resume=args.resume, overrides=overrides)
+            else:
+                from stillroom.core.train import train
+                result = train(project, cancel=cancel, resume=args.resume, overrides=overrides)
+    else:
+        from stillroom.core.job_kinds import training_job
+        job = training_job(project.root, resume=args.resume, overrides=overrides)   # see core.jobs
+        with project.lock("stillroom train"), stop_on_ctrl_c(job.stop):
+            result = run_with_progress(project, job=job)
     if rank == 0:
         print_result(result)
     return 130 if result.cancelled else 0
@@ -94,10 +102,11 @@ def print_runs(project) -> int:
     return 0
 
 
-def run_with_progress(project, cancel, *, resume=None, overrides=None):
+def run_with_progress(project, *, job=None, cancel=None, resume=None, overrides=None):
+    """Train with a progress bar: as `job` (core.job_kinds.training_job), or in this process (a rank of a
+    distributed launch); the TrainResult."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from stillroom.core import events
-    from stillroom.core.train import train
 
     out = console(stderr=True)
     with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
@@ -134,4 +143,8 @@ def run_with_progress(project, cancel, *, resume=None, overrides=None):
                 from rich.markup import escape
                 bar.update(task, info=escape(event.message))
 
+        if job is not None:
+            from stillroom.core.job_kinds import training_result
+            return training_result(job.run(on_event))
+        from stillroom.core.train import train
         return train(project, on_event=on_event, cancel=cancel, resume=resume, overrides=overrides)

@@ -2,22 +2,19 @@
 Ollama Modelfile; progress and elapsed time while it works, the resulting paths when it is done."""
 from __future__ import annotations
 
-import threading
 import time
 
 from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Checkbox, Footer, ProgressBar, RadioButton, RadioSet, Static
-from textual.worker import Worker, WorkerState
 
 from stillroom import themes
 from stillroom.core import events as ev
 from stillroom.tui import jobs
+from stillroom.tui.bridge import JobEnded, JobEvent, run_job
 
 FORMATS = [
     ("adapter", "LoRA adapter (PEFT)", "the adapter folder as training saved it; small, needs the base model"),
@@ -25,16 +22,6 @@ FORMATS = [
     ("gguf", "GGUF for llama.cpp", "merged, converted, then scored on the test set next to the merged model"),
     ("ollama", "Ollama Modelfile", "GGUF plus a Modelfile: ollama create NAME -f Modelfile"),
 ]
-
-
-class ExportEvent(Message):
-    def __init__(self, event: ev.Event) -> None:
-        super().__init__()
-        self.event = event
-
-    def can_replace(self, message: Message) -> bool:
-        return (isinstance(message, ExportEvent) and isinstance(self.event, ev.ExportProgress)
-                and isinstance(message.event, ev.ExportProgress) and self.event.stage == message.event.stage)
 
 
 def check_line(check: dict) -> str:
@@ -71,8 +58,8 @@ class ExportDialog(ModalScreen[None]):
     def __init__(self, run_id: str) -> None:
         super().__init__()
         self.run_id = run_id
-        self.worker: Worker | None = None
-        self.cancel = threading.Event()
+        self.job = None                 # the export's job (core.job_kinds.export_job)
+        self.exporting = False          # from action_start until its JobEnded is handled
         self.started_at: float | None = None
         self.stage = ""
         self.result = None
@@ -117,12 +104,11 @@ class ExportDialog(ModalScreen[None]):
 
     @property
     def running(self) -> bool:
-        return self.worker is not None and self.worker.state in (WorkerState.PENDING, WorkerState.RUNNING)
+        return self.exporting
 
     def action_start(self) -> None:
         if self.running:
             return
-        self.cancel = threading.Event()
         self.started_at = time.monotonic()
         self.result = None
         self.stage = "starting…"
@@ -132,16 +118,17 @@ class ExportDialog(ModalScreen[None]):
         quant = "q8_0" if self.query_one("#export-q8", Checkbox).value else "f16"
         check = self.query_one("#export-check", Checkbox).value
         self.app.set_job(f"exporting {fmt}")
-        self.worker = self._export(fmt, quant, check, self.cancel)
+        from stillroom.core.job_kinds import export_job, export_result
+        # The merge, the conversion and the GGUF check (llama.cpp) run in the job's own process.
+        job = self.job = export_job(self.app.project.root, self.run_id, fmt, quant=quant, check=check)
+        self.exporting = True
+        run_job(self, "export", lambda on_event: export_result(job.run(on_event)))
         self.tick()
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="export", name="export")
-    def _export(self, fmt: str, quant: str, check: bool, cancel: threading.Event):
-        from stillroom.core.export import export
-        return export(self.app.project, self.run_id, fmt, quant=quant, check=check,
-                      on_event=lambda e: self.post_message(ExportEvent(e)), cancel=cancel)
-
-    def on_export_event(self, message: ExportEvent) -> None:
+    def on_job_event(self, message: JobEvent) -> None:
+        if message.job != "export":
+            return
+        message.stop()
         event = message.event
         bar = self.query_one("#export-progress", ProgressBar)
         if isinstance(event, ev.Status):
@@ -162,18 +149,18 @@ class ExportDialog(ModalScreen[None]):
         if self.running:
             self.query_one("#export-status", Static).update(Text(self.stage))
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker is not self.worker or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR,
-                                                                  WorkerState.CANCELLED):
+    def on_job_ended(self, message: JobEnded) -> None:
+        if message.job != "export":
             return
-        event.stop()
+        message.stop()
+        self.exporting = False
         self.app.set_job("")
         elapsed = jobs.fmt_seconds(time.monotonic() - (self.started_at or time.monotonic()))
         bar = self.query_one("#export-progress", ProgressBar)
         status = self.query_one("#export-status", Static)
         from stillroom.core.errors import Cancelled
-        if event.state == WorkerState.SUCCESS:
-            self.result = event.worker.result
+        if message.error is None:
+            self.result = message.result
             bar.update(total=1, progress=1)
             status.update(Text(f"done in {elapsed}"))
             text = Text()
@@ -185,12 +172,12 @@ class ExportDialog(ModalScreen[None]):
             self.query_one("#export-result", Static).update(text)
             jobs.job_done(self.app, self, f"Export ({self.result.format}) of {self.run_id} done in {elapsed}.",
                           title="Export")
-        elif event.state == WorkerState.ERROR and isinstance(event.worker.error, Cancelled):
+        elif isinstance(message.error, Cancelled):
             status.update("stopped")
             bar.update(total=1, progress=0)
         else:
             status.update("failed")
-            self.app.show_error(event.worker.error, "Export failed")
+            self.app.show_error(message.error, "Export failed")
 
     def action_close(self) -> None:
         if not self.running:
@@ -199,8 +186,8 @@ class ExportDialog(ModalScreen[None]):
         from stillroom.tui.dialogs.confirm import ConfirmDialog
 
         def answered(yes: bool | None) -> None:
-            if yes:
-                self.cancel.set()
+            if yes and self.running:
+                self.job.stop()
                 self.query_one("#export-status", Static).update("stopping…")
         self.app.push_screen(ConfirmDialog("An export is running. Stop it? Nothing half-written is kept.",
                                            yes="Stop export", no="Keep going"), answered)

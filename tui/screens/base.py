@@ -42,6 +42,15 @@ class WorkbenchScreen(Screen):
     def on_project_changed(self, what: str) -> None:
         """Another screen changed seeds, tests or settings."""
 
+    def on_generation_event(self, event) -> None:
+        """An engine event from the teacher's generation job (core.events)."""
+
+    def generation_ended(self, error: BaseException | None) -> None:
+        """Generation finished, paused, stopped or failed (`error`: why it failed, else None)."""
+
+    def on_run_selected(self, run_id: str | None) -> None:
+        """The user picked `run_id` as the run Compare, Chat and Export show."""
+
 
 class PlaceholderScreen(WorkbenchScreen):
     """Stands in for a screen of the registry that this version does not have yet."""

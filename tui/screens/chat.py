@@ -1,11 +1,13 @@
 """Chat: one prompt box; the teacher and the tuned student (and, on ctrl+b, the base student) answer side
 by side as they stream, each with its time to first token and tokens per second underneath.
 
-Each column answers in its own thread worker, so the interface never waits on a model. The models load
-on the first message and stay loaded while the project is open.
+The models run in two chat jobs (core.job_kinds.chat_job): the teacher in one child process, the
+students (tuned and base) in another, so a crash in either ends that column's answer, never the app.
+Each job loads its models on the first message and keeps them while the screen shows the same run.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 import time
@@ -14,42 +16,19 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.message import Message
 from textual.widgets import Input, Label, Select, Static
-from textual.worker import WorkerState
 
 from stillroom.core import chat as chat_core
+from stillroom.core import events as ev
 from stillroom.core.backends.base import SamplingParams
 from stillroom.core.errors import StillroomError
+from stillroom.core.jobs import JobCrashed
 from stillroom.tui import jobs
+from stillroom.tui.bridge import JobEnded, JobEvent, run_job
 from stillroom.tui.screens.base import WorkbenchScreen
 from stillroom.tui.widgets.chat_column import ChatColumn
 
 NO_RUN = "__base__"
-
-
-class ChatChunk(Message):
-    def __init__(self, column: str, text: str) -> None:
-        super().__init__()
-        self.column = column
-        self.text = text
-
-
-class ChatNote(Message):
-    def __init__(self, column: str, text: str, model: str = "") -> None:
-        super().__init__()
-        self.column = column
-        self.text = text
-        self.model = model
-
-
-class ChatDone(Message):
-    def __init__(self, column: str, stats: str, note: str = "", error: BaseException | None = None) -> None:
-        super().__init__()
-        self.column = column
-        self.stats = stats
-        self.note = note
-        self.error = error
 
 
 def speed_line(started: float, first: float | None, ended: float, tokens: int) -> str:
@@ -90,11 +69,11 @@ class ChatScreen(WorkbenchScreen):
         super().__init__()
         self.run_id: str | None = None
         self.conversation: chat_core.Conversation | None = None
-        self.students: tuple | None = None          # (base, tuned) for self.students_run
-        self.students_run: str | None = None
-        self.models_lock = threading.Lock()
-        self.cancel = threading.Event()
+        self.chat_jobs: dict = {}                   # "teacher" / "students" -> Job
+        self.jobs_lock = threading.Lock()
+        self.stopped = threading.Event()             # esc: the answers in progress stop
         self.streaming: set[str] = set()
+        self.first_token: dict = {}                 # column -> perf_counter of its first token
         self.sent_at: float | None = None
 
     @property
@@ -148,6 +127,7 @@ class ChatScreen(WorkbenchScreen):
         if run_id is None and self.has_class("with-base"):
             self.remove_class("with-base")
         if changed:
+            self.close_jobs("students")
             self.new_conversation()
 
     def on_run_selected(self, run_id: str | None) -> None:
@@ -217,94 +197,97 @@ class ChatScreen(WorkbenchScreen):
         except StillroomError as error:
             self.app.show_error(error, "Cannot send")
             return
-        if getattr(self.app, "generating", False):
-            self.notify("The teacher is busy generating; its answer starts when a candidate finishes.")
         box.value = ""
         self.conversation.ask(text)
-        self.cancel = threading.Event()
+        self.stopped = threading.Event()
         self.sent_at = time.monotonic()
+        request = {"conversation": self.conversation.to_json(), "params": dataclasses.asdict(params)}
         for column in self.columns():
             self.query_one(f"#col-{column}", ChatColumn).begin(text)
             self.streaming.add(column)
-            self.run_worker(lambda c=column: self._answer(c, params, self.cancel), thread=True,
-                            group=f"chat-{column}", name=f"chat-{column}", exit_on_error=False)
+            self.first_token.pop(column, None)
+            run_job(self, f"chat-{column}",
+                    lambda on_event, c=column, stopped=self.stopped: self._ask(c, request, on_event, stopped))
         self.tick()
 
-    def _model(self, column: str):
-        """The column's model, loaded on first use (runs in a worker thread)."""
-        if column == "teacher":
-            if getattr(self.app, "_teacher", None) is None:
-                self.post_message(ChatNote(column, f"loading teacher {self.project.config.teacher.model}…"))
-            return jobs.shared_teacher(self.app)
-        with self.models_lock:
-            if self.students is None or self.students_run != self.run_id:
-                self.post_message(ChatNote(column, "loading the student…"))
-                self._close_students()
-                self.students = self._load_students(self.run_id)
-                self.students_run = self.run_id
-            base, tuned = self.students
-        return tuned if column == "tuned" else base
+    def _job(self, group: str):
+        """The chat job of `group` ("teacher" or "students"), started on first use (from a worker)."""
+        from stillroom.core.job_kinds import chat_job
+        with self.jobs_lock:
+            job = self.chat_jobs.get(group)
+            if job is None:
+                job = chat_job(self.project.root, group, run_id=self.run_id,
+                               teacher_factory=self.app.teacher_factory if group == "teacher" else None)
+                self.chat_jobs[group] = job.start()
+            return job
 
-    def _load_students(self, run_id: str | None) -> tuple:
-        from stillroom.core.evaluate import load_students, run_weights
-        if run_id is None:
-            from stillroom.core.backends.hf import HFModel
-            ref = self.project.config.student.model
-            model = HFModel.load(ref, project_dir=self.project.root,
-                                 device=self.project.config.evaluation.device,
-                                 name=ref.split(":", 1)[-1])
-            return model, model
-        return load_students(self.project, run_weights(self.project, run_id))
-
-    def _close_students(self) -> None:
-        students, self.students = self.students, None
-        if students is not None:
-            for model in {id(m): m for m in students}.values():
-                try:
-                    model.close()
-                except Exception:  # noqa: BLE001
-                    pass
-
-    def _answer(self, column: str, params: SamplingParams, cancel: threading.Event) -> None:
-        try:
-            model = self._model(column)
-            slot = chat_core.slot_for(column, model, self.project.config.teacher.mode)
-            self.post_message(ChatNote(column, "", model=getattr(model, "name", "")))
-            batcher = jobs.TokenBatcher(lambda text: self.post_message(ChatChunk(column, text)))
+    def _ask(self, column: str, request: dict, on_event, stopped: threading.Event) -> dict:
+        """One column's answer (in a worker thread): the tuned and base columns share the students' job
+        and take turns there."""
+        group = "teacher" if column == "teacher" else "students"
+        job = self._job(group)
+        with job.turn:
+            if stopped.is_set():
+                return {"text": "", "finish_reason": "cancelled", "completion_tokens": 0, "started": 0.0}
             started = time.perf_counter()
-            completion = chat_core.respond(model, self.conversation, slot, params, on_token=batcher,
-                                           cancel=cancel)
-            batcher.flush()
-            ended = time.perf_counter()
-            if not batcher.pieces and completion.text:
-                self.post_message(ChatChunk(column, completion.text))
-            note = {"cancelled": "stopped", "length": "cut at max tokens"}.get(completion.finish_reason, "")
-            self.post_message(ChatDone(column, speed_line(started, batcher.first, ended,
-                                                          completion.completion_tokens), note))
-        except BaseException as error:  # noqa: BLE001 - shown in the column and as a dialog
-            self.post_message(ChatDone(column, "failed", "no answer", error=error))
+            try:
+                result = job.call({**request, "column": column}, on_event)
+            except JobCrashed:
+                with self.jobs_lock:          # a dead process: the next message starts a new one
+                    if self.chat_jobs.get(group) is job:
+                        del self.chat_jobs[group]
+                raise
+        return {**result, "started": started}
 
-    # ------------------------------------------------------------------ messages
-    def on_chat_chunk(self, message: ChatChunk) -> None:
-        column = self.query_one(f"#col-{message.column}", ChatColumn)
-        column.note("")
-        column.append(message.text)
+    def close_jobs(self, *groups: str) -> None:
+        """End the chat jobs of `groups` (all when none given) without waiting for them."""
+        with self.jobs_lock:
+            ending = [self.chat_jobs.pop(g) for g in (groups or list(self.chat_jobs)) if g in self.chat_jobs]
+        for job in ending:
+            job.stop()
+            threading.Thread(target=job.close, name="chat-job-close", daemon=True).start()
 
-    def on_chat_note(self, message: ChatNote) -> None:
-        column = self.query_one(f"#col-{message.column}", ChatColumn)
-        column.note(message.text)
-        if message.model:
+    # ------------------------------------------------------------------ job events
+    def on_job_event(self, message: JobEvent) -> None:
+        if not message.job.startswith("chat-"):
+            return
+        message.stop()
+        column_name = message.job[len("chat-"):]
+        column = self.query_one(f"#col-{column_name}", ChatColumn)
+        event = message.event
+        if isinstance(event, ev.TokenStreamed):
+            self.first_token.setdefault(column_name, time.perf_counter())
+            column.note("")
+            column.append(event.text)
+        elif isinstance(event, ev.Status):
+            column.note(event.message)
+        elif isinstance(event, ev.ModelReady):
+            column.note("")
             title = {"teacher": "teacher", "tuned": "tuned student" if self.run_id else "student (untrained)",
-                     "base": "base student"}[message.column]
-            column.set_title(title, message.model)
+                     "base": "base student"}[column_name]
+            column.set_title(title, event.name)
 
-    def on_chat_done(self, message: ChatDone) -> None:
-        column = self.query_one(f"#col-{message.column}", ChatColumn)
+    def on_job_ended(self, message: JobEnded) -> None:
+        if not message.job.startswith("chat-"):
+            return
+        message.stop()
+        column_name = message.job[len("chat-"):]
+        column = self.query_one(f"#col-{column_name}", ChatColumn)
         column.note("")
-        column.finish(message.stats, message.note)
-        self.streaming.discard(message.column)
-        if message.error is not None:
-            self.app.show_error(message.error, f"The {chat_core.TITLES[message.column]} could not answer")
+        result = message.result
+        if result is not None:
+            if self.conversation is not None:
+                self.conversation.record(column_name, result["text"])
+            if not column.answer and result["text"]:
+                column.append(result["text"])
+            stats = speed_line(result["started"], self.first_token.get(column_name), time.perf_counter(),
+                               result["completion_tokens"])
+            note = {"cancelled": "stopped", "length": "cut at max tokens"}.get(result["finish_reason"], "")
+            column.finish(stats, note)
+        else:
+            column.finish("failed", "no answer")
+            self.app.show_error(message.error, f"The {chat_core.TITLES[column_name]} could not answer")
+        self.streaming.discard(column_name)
         if not self.streaming:
             self.sent_at = None
             if self.app.screen is not self:
@@ -320,15 +303,22 @@ class ChatScreen(WorkbenchScreen):
         self.query_one("#chat-state", Static).update(Text(state))
 
     # ------------------------------------------------------------------ actions
+    def stop_answers(self) -> None:
+        self.stopped.set()
+        with self.jobs_lock:
+            running = list(self.chat_jobs.values())
+        for job in running:
+            job.stop()
+
     def action_stop(self) -> None:
         if self.streaming:
-            self.cancel.set()
+            self.stop_answers()
         else:
             self.query_one("#chat-cols").focus() if self.query_one("#chat-cols").can_focus else self.set_focus(None)
 
     def action_new(self) -> None:
         if self.streaming:
-            self.cancel.set()
+            self.stop_answers()
             self.notify("Stopped the answers; press ctrl+n again for a new conversation.")
             return
         self.new_conversation()
@@ -361,10 +351,9 @@ class ChatScreen(WorkbenchScreen):
         return None
 
     def flush(self) -> None:
-        self.cancel.set()
-        self._close_students()
+        self.stopped.set()
+        self.close_jobs()
 
     def on_unmount(self) -> None:
-        self.cancel.set()
-        if not any(w.state == WorkerState.RUNNING for w in self.workers):
-            self._close_students()
+        self.stopped.set()
+        self.close_jobs()

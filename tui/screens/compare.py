@@ -1,27 +1,26 @@
 """Compare: evaluate a run, read the headline (teacher · base · tuned · gap closed), and go through every
 test example side by side with filters; enter shows the three answers in full.
 
-The evaluation runs in a child process (core.eval_process), so keys are answered at once while torch and
+The evaluation runs as a job in a child process (core.job_kinds.evaluation_job), so keys are answered at once while torch and
 llama.cpp use every core; only an injected teacher (see `begin`) makes it run in a thread."""
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
 
 from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.message import Message
 from textual.widgets import DataTable, Input, Label, ProgressBar, Select, Static
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker
 
 from stillroom import themes
 from stillroom.core import compare
 from stillroom.core import events as ev
 from stillroom.core.errors import StillroomError
 from stillroom.tui import jobs
+from stillroom.tui.bridge import JobEnded, JobEvent, run_job
 from stillroom.tui.screens.base import WorkbenchScreen
 
 FILTER_KEYS = [("a", "all"), ("w", "student-wrong"), ("t", "teacher-right"), ("d", "disagree")]
@@ -30,16 +29,6 @@ CHIPS = {"all": "all", "student-wrong": "student wrong", "teacher-right": "teach
 KEY_NAMES = {"all": "All", "student-wrong": "Student wrong", "teacher-right": "Only teacher right",
              "disagree": "Disagree"}
 MODEL_TITLES = {"teacher": "teacher", "base": "base", "tuned": "tuned"}
-
-
-class EvalEvent(Message):
-    def __init__(self, event: ev.Event) -> None:
-        super().__init__()
-        self.event = event
-
-    def can_replace(self, message: Message) -> bool:
-        return (isinstance(message, EvalEvent) and isinstance(self.event, ev.EvalProgress)
-                and isinstance(message.event, ev.EvalProgress))
 
 
 def one_line(text: str, width: int) -> str:
@@ -82,8 +71,8 @@ class CompareScreen(WorkbenchScreen):
         self.search = ""
         self.shown: list[dict] = []
         self.worker: Worker | None = None
-        self.cancel: threading.Event | None = None
-        self.process = None           # EvalProcess, when the evaluation runs in a child process
+        self.job = None               # the latest evaluation's job (core.job_kinds.evaluation_job)
+        self.evaluating = False       # from begin() until its JobEnded is handled
         self.started_at: float | None = None
         self.progress_text = ""
         self.input_width = 38
@@ -322,7 +311,7 @@ class CompareScreen(WorkbenchScreen):
 
     @property
     def running(self) -> bool:
-        return self.worker is not None and self.worker.state in (WorkerState.PENDING, WorkerState.RUNNING)
+        return self.evaluating
 
     def action_evaluate(self) -> None:
         if self.run_id is None:
@@ -344,43 +333,29 @@ class CompareScreen(WorkbenchScreen):
         self.begin()
 
     async def _restart_when_stopped(self) -> None:
-        try:
-            await self.worker.wait()
-        except Exception:  # noqa: BLE001 - a stopped evaluation ends in Cancelled
-            pass
+        while self.running:               # until the stopped evaluation's end has been handled
+            await asyncio.sleep(0.05)
         self.begin()
 
     def begin(self) -> None:
-        from stillroom.core.eval_process import EvalProcess
-        self.cancel = threading.Event()
-        # The configured teacher is loaded by a child process, which keeps the interface responsive while
-        # torch and llama.cpp take every core. An injected teacher (tests, an embedding app) is a Python
-        # object that cannot cross into a child process, so then the evaluation runs in a thread here.
-        self.process = None if self.app.teacher_injected else EvalProcess(self.project.root, self.run_id)
+        from stillroom.core.job_kinds import evaluation_job, evaluation_result
+        root = self.project.root
+        # The students and the teacher load in the job's own process, which keeps the interface
+        # responsive while torch and llama.cpp take every core, and survives a crash in either.
+        job = self.job = evaluation_job(root, self.run_id, teacher_factory=self.app.teacher_factory)
+        self.evaluating = True
         self.started_at = time.monotonic()
         self.progress_text = "starting…"
         self.query_one("#cmp-progress", ProgressBar).update(total=None, progress=0)
         self.app.set_job("evaluating")
         self.add_class("-running")
-        self.worker = self._evaluate(self.run_id, self.cancel, self.process)
+        self.worker = run_job(self, "evaluate", lambda on_event: evaluation_result(root, job.run(on_event)))
         self.refresh_headline()
         self.tick()
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="evaluate", name="evaluate")
-    def _evaluate(self, run_id: str, cancel: threading.Event, process):
-        post = lambda e: self.post_message(EvalEvent(e))  # noqa: E731
-        if process is not None:
-            return process.evaluate(on_event=post)
-        from stillroom.core.evaluate import evaluate
-        post(ev.Status("loading the teacher"))
-        teacher = jobs.shared_teacher(self.app)
-        return evaluate(self.project, run_id, on_event=post, cancel=cancel, teacher=teacher)
-
     def stop_job(self) -> None:
-        if self.cancel is not None:
-            self.cancel.set()
-        if self.process is not None:
-            self.process.stop()
+        if self.evaluating:
+            self.job.stop()
 
     def action_stop(self) -> None:
         if self.running:
@@ -398,7 +373,10 @@ class CompareScreen(WorkbenchScreen):
             state = "e evaluates again"
         self.query_one("#cmp-state", Static).update(Text(state))
 
-    def on_eval_event(self, message: EvalEvent) -> None:
+    def on_job_event(self, message: JobEvent) -> None:
+        if message.job != "evaluate":
+            return
+        message.stop()
         event = message.event
         if isinstance(event, ev.Status):
             self.progress_text = event.message
@@ -408,18 +386,18 @@ class CompareScreen(WorkbenchScreen):
             self.query_one("#cmp-progress", ProgressBar).update(total=max(1, event.total), progress=event.done)
         self.tick()
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker is not self.worker or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR,
-                                                                  WorkerState.CANCELLED):
+    def on_job_ended(self, message: JobEnded) -> None:
+        if message.job != "evaluate":
             return
-        event.stop()
+        message.stop()
+        self.evaluating = False
         self.app.set_job("")
         self.remove_class("-running")
         elapsed = jobs.fmt_seconds(time.monotonic() - (self.started_at or time.monotonic()))
         bar = self.query_one("#cmp-progress", ProgressBar)
         from stillroom.core.errors import Cancelled
-        if event.state == WorkerState.SUCCESS:
-            result = event.worker.result
+        if message.error is None:
+            result = message.result
             self.progress_text = f"evaluated in {elapsed}"
             bar.update(total=1, progress=1)
             self.run_id = result.run_id
@@ -428,12 +406,12 @@ class CompareScreen(WorkbenchScreen):
             gap = result.metrics["gap_closed"].get("value")
             jobs.job_done(self.app, self, f"Evaluation of {result.run_id} done: gap closed "
                           f"{'undefined' if gap is None else f'{gap * 100:.0f}%'} ({elapsed}).", title="Compare")
-        elif event.state == WorkerState.ERROR and isinstance(event.worker.error, Cancelled):
+        elif isinstance(message.error, Cancelled):
             self.progress_text = "stopped"
             bar.update(total=1, progress=0)
-        elif event.state == WorkerState.ERROR:
+        else:
             self.progress_text = "failed"
-            self.app.show_error(event.worker.error, "Evaluation stopped")
+            self.app.show_error(message.error, "Evaluation stopped")
         self.refresh_headline()
         self.tick()
 

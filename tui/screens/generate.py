@@ -11,10 +11,10 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label, ProgressBar, Static
 
+from stillroom.core import events as ev
 from stillroom.core import records
 from stillroom.core.errors import StillroomError
 from stillroom import themes
-from stillroom.tui import messages as msg
 from stillroom.tui.screens.base import WorkbenchScreen
 from stillroom.tui.widgets.stream_view import StreamView
 
@@ -248,35 +248,34 @@ class GenerateScreen(WorkbenchScreen):
         if event.input.id == "target" and self.state != "running":
             self.refresh_counters()
 
-    # ------------------------------------------------------------------ engine messages
-    def on_generation_message(self, message) -> None:
+    # ------------------------------------------------------------------ engine events
+    def on_generation_event(self, event: ev.Event) -> None:
         stream = self.query_one("#stream", StreamView)
-        if isinstance(message, msg.GenChunk):
-            stream.append_chunk(message.text, message.purpose, message.index)
-            self._recent_tokens.append((time.monotonic(), message.tokens))
-        elif isinstance(message, msg.GenCandidate):
-            stream.begin(message.index, message.label)
-        elif isinstance(message, msg.GenRow):
-            stream.verdict(message.kept, message.row.get("reason", ""), _candidate(message.row))
-            if message.kept:
-                self.last_kept = message.row
+        if isinstance(event, ev.TokenStreamed):
+            stream.append_chunk(event.text, event.purpose, event.index)
+            self._recent_tokens.append((time.monotonic(), event.tokens))
+        elif isinstance(event, ev.CandidateStarted):
+            stream.begin(event.index, event.label)
+        elif isinstance(event, (ev.ExampleAccepted, ev.ExampleRejected)):
+            kept = isinstance(event, ev.ExampleAccepted)
+            stream.verdict(kept, event.row.get("reason", ""), _candidate(event.row))
+            if kept:
+                self.last_kept = event.row
             else:
-                self.last_rejected = message.row
+                self.last_rejected = event.row
             self.refresh_all()
-        elif isinstance(message, msg.GenProgress):
-            p = message.progress
-            self.kept, self.target = p.kept, p.target
-            self.rejected = Counter(p.rejected_by_reason)
-            self.tokens_per_second = p.tokens_per_second
+        elif isinstance(event, ev.GenerationProgress):
+            self.kept, self.target = event.kept, event.target
+            self.rejected = Counter(event.rejected_by_reason)
+            self.tokens_per_second = event.tokens_per_second
             self.refresh_counters()
             self.refresh_rates()
-        elif isinstance(message, msg.GenStatus):
-            stream.note(message.text)
-        elif isinstance(message, msg.GenFinished) and message.finished is not None:
-            f = message.finished
-            stream.settle("stopped" if f.cancelled else "not needed")
-            stream.note(f"{'paused' if f.cancelled else 'done'}: {f.kept} kept / {f.target}, "
-                        f"{f.rejected} rejected in all, {fmt_seconds(f.elapsed)}")
+        elif isinstance(event, ev.Status):
+            stream.note(event.message)
+        elif isinstance(event, ev.GenerationFinished):
+            stream.settle("stopped" if event.cancelled else "not needed")
+            stream.note(f"{'paused' if event.cancelled else 'done'}: {event.kept} kept / {event.target}, "
+                        f"{event.rejected} rejected in all, {fmt_seconds(event.elapsed)}")
 
     def generation_ended(self, error: BaseException | None) -> None:
         was = self.state

@@ -8,10 +8,10 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.timer import Timer
 from textual.widgets import Input, Static
 
+from stillroom.core import events as ev
 from stillroom.core.errors import StillroomError
 from stillroom.core.review import GLYPHS, ReviewSet, parse_filter
 from stillroom import themes
-from stillroom.tui import messages as msg
 from stillroom.tui.screens.base import WorkbenchScreen
 from stillroom.tui.widgets.label_bars import LabelBars
 from stillroom.tui.widgets.row_table import RowTable, header_text
@@ -91,7 +91,7 @@ class ReviewScreen(WorkbenchScreen):
     def on_mount(self) -> None:
         self.query_one("#review-count", Static).update("loading…")
         project = self.project
-        self.app.run_job(lambda: ReviewSet.load(project), name="review-load", done=self.loaded)
+        self.app.run_in_thread(lambda: ReviewSet.load(project), name="review-load", done=self.loaded)
         self.query_one(RowTable).focus()
 
     def loaded(self, rs: ReviewSet) -> None:
@@ -295,7 +295,7 @@ class ReviewScreen(WorkbenchScreen):
             self.refresh_save_state()
             return
         snapshot = rs.snapshot()
-        self.app.run_job(lambda: rs.write(snapshot), name="review-save", group="review-save",
+        self.app.run_in_thread(lambda: rs.write(snapshot), name="review-save", group="review-save",
                          done=lambda _: self.refresh_save_state())
         self.refresh_save_state()
 
@@ -306,14 +306,14 @@ class ReviewScreen(WorkbenchScreen):
             except StillroomError as error:
                 self.app.show_error(error, "Could not save the review")
 
-    def generation_ended(self) -> None:
+    def generation_ended(self, error: BaseException | None) -> None:
         self.save_soon()
 
-    def on_generation_message(self, message) -> None:
-        if isinstance(message, msg.GenRow):
+    def on_generation_event(self, event: ev.Event) -> None:
+        if isinstance(event, (ev.ExampleAccepted, ev.ExampleRejected)):
             if self.rs is None:
-                self._early.append(message.row)
+                self._early.append(event.row)
                 return
-            if self.rs.add(message.row):
+            if self.rs.add(event.row):
                 table = self.query_one(RowTable)
                 self.apply_filter(keep_position=table.position)

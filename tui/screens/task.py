@@ -358,7 +358,7 @@ class TaskScreen(WorkbenchScreen):
                 return
             path, where = result
             system = self.project.config.task.system_prompt
-            self.app.run_job(lambda: records.import_file(path, system=system), name="import",
+            self.app.run_in_thread(lambda: records.import_file(path, system=system), name="import",
                              done=lambda rows: self._imported(rows, where, path))
         self.app.push_screen(PathPrompt(
             "Import examples", str(Path.cwd()) + "/", label="File (OpenAI JSONL, Alpaca JSON/JSONL, ShareGPT, CSV)",

@@ -1,6 +1,6 @@
 """Train: the settings at hand, a live loss chart, the numbers of the running step, and the past runs.
 
-Training runs in a child process (core.train_process): the interface stays responsive while torch
+Training runs as a job in a child process (core.job_kinds.training_job): the interface stays responsive while torch
 uses every core, and stopping (x) asks the trainer to save a checkpoint before it exits, so the run
 can be resumed (r) from the runs list.
 """
@@ -10,19 +10,17 @@ import dataclasses
 import time
 
 from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.widgets import DataTable, Input, Label, ProgressBar, Select, Static
-from textual.worker import Worker, WorkerState
 
 from stillroom import themes
 from stillroom.core import events as ev
 from stillroom.core.errors import StillroomError
 from stillroom.core.runs import eval_summary
 from stillroom.tui import jobs
+from stillroom.tui.bridge import JobEnded, JobEvent, run_job
 from stillroom.tui.screens.base import WorkbenchScreen
 from stillroom.tui.widgets.loss_chart import LossChart
 
@@ -35,19 +33,6 @@ FIELDS = [
     ("batch_size", "batch_size", "batch size", int),
     ("max_length", "max_length", "max length (tokens)", int),
 ]
-
-
-class TrainEvent(Message):
-    """An engine event from the training process. A step without a loss replaces an older one."""
-
-    def __init__(self, event: ev.Event) -> None:
-        super().__init__()
-        self.event = event
-
-    def can_replace(self, message: Message) -> bool:
-        return (isinstance(message, TrainEvent) and isinstance(self.event, ev.TrainStep)
-                and isinstance(message.event, ev.TrainStep)
-                and self.event.loss is None and message.event.loss is None)
 
 
 class TrainScreen(WorkbenchScreen):
@@ -85,8 +70,8 @@ class TrainScreen(WorkbenchScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.process = None
-        self.worker: Worker | None = None
+        self.job = None               # the latest training's job (core.job_kinds.training_job)
+        self.training = False         # from begin() until its JobEnded is handled
         self.state = "idle"
         self.run_id: str | None = None
         self.started_at: float | None = None
@@ -218,7 +203,7 @@ class TrainScreen(WorkbenchScreen):
     # ------------------------------------------------------------------ numbers
     @property
     def running(self) -> bool:
-        return self.worker is not None and self.worker.state in (WorkerState.PENDING, WorkerState.RUNNING)
+        return self.training
 
     def refresh_data_line(self) -> None:
         try:
@@ -373,8 +358,9 @@ class TrainScreen(WorkbenchScreen):
         self.begin(resume=run.run_id)
 
     def begin(self, resume: str | None) -> None:
-        from stillroom.core.train_process import TrainProcess
-        self.process = TrainProcess(self.project.root, resume=resume)
+        from stillroom.core.job_kinds import training_job
+        job = self.job = training_job(self.project.root, resume=resume)
+        self.training = True
         self.state = "starting"
         self.status = f"resuming {resume}…" if resume else "starting the training process…"
         self.run_id = resume
@@ -392,20 +378,16 @@ class TrainScreen(WorkbenchScreen):
         else:
             chart.clear(title="new run")
         self.app.set_job("training")
-        self.worker = self._train(self.process)
+        run_job(self, "train", job.run)
         self.refresh_numbers()
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="train", name="train")
-    def _train(self, process) -> dict:
-        return process.run(on_event=lambda e: self.post_message(TrainEvent(e)))
-
     def action_stop(self) -> None:
-        if not self.running or self.process is None:
+        if not self.running:
             self.notify("No training is running.")
             return
-        if self.process.stop_requested:
+        if self.job.stop_requested:
             return
-        self.process.stop()
+        self.job.stop()
         self.state = "stopping"
         self.status = "saving a checkpoint, then stopping…"
         self.app.set_job("stopping training")
@@ -443,7 +425,10 @@ class TrainScreen(WorkbenchScreen):
         self.action_start()
 
     # ------------------------------------------------------------------ engine events
-    def on_train_event(self, message: TrainEvent) -> None:
+    def on_job_event(self, message: JobEvent) -> None:
+        if message.job != "train":
+            return
+        message.stop()
         event = message.event
         chart = self.query_one(LossChart)
         if isinstance(event, ev.Status):
@@ -451,7 +436,7 @@ class TrainScreen(WorkbenchScreen):
         elif isinstance(event, ev.TrainStarted):
             self.shape = event
             self.run_id = event.run_id
-            self.state = "training" if not (self.process and self.process.stop_requested) else "stopping"
+            self.state = "training" if not self.job.stop_requested else "stopping"
             self.status = f"{event.method} on {event.train_rows} rows" + (
                 f", {event.truncated} truncated" if event.truncated else "")
             chart.max_steps = event.max_steps
@@ -478,17 +463,17 @@ class TrainScreen(WorkbenchScreen):
             self.state = "stopped" if event.cancelled else "finished"
         self.refresh_numbers()
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker is not self.worker or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR,
-                                                                  WorkerState.CANCELLED):
+    def on_job_ended(self, message: JobEnded) -> None:
+        if message.job != "train":
             return
-        event.stop()       # this screen reports its own errors
+        message.stop()       # this screen reports its own errors
+        self.training = False
         self.app.set_job("")
-        result = event.worker.result if event.state == WorkerState.SUCCESS else None
-        if event.state == WorkerState.ERROR:
+        result = message.result
+        if message.error is not None:
             self.state = "failed"
-            self.status = str(event.worker.error)
-            self.app.show_error(event.worker.error, "Training stopped")
+            self.status = str(message.error)
+            self.app.show_error(message.error, "Training stopped")
             jobs.job_done(self.app, self, "Training failed.", title="Train", severity="error")
         elif result:
             cancelled = result.get("cancelled")
@@ -513,10 +498,10 @@ class TrainScreen(WorkbenchScreen):
 
     def flush(self) -> None:
         """Stop a running training (it saves a checkpoint) and give it a moment to exit."""
-        if self.process is not None and self.process.running:
-            self.process.stop()
-            if self.process.wait(timeout=20) is None:
-                self.process.kill()
+        if self.job is not None and self.job.running:
+            self.job.stop()
+            if self.job.wait(timeout=20) is None:
+                self.job.kill()
 
 
 def _fmt_setting(value) -> str:
