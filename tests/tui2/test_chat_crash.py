@@ -6,7 +6,7 @@ import pytest
 from modelscreens import wait_for
 from stillroom.tui.app import make_app
 
-pytestmark = pytest.mark.anyio
+
 
 
 async def send(pilot, screen, text):
@@ -17,6 +17,7 @@ async def send(pilot, screen, text):
     await wait_for(pilot, lambda: not screen.streaming, timeout=120)
 
 
+@pytest.mark.anyio
 async def test_a_teacher_crash_fails_its_column_only(project_with_run, monkeypatch):
     app = make_app(project_with_run.root, teacher_factory="fakes:teacher_crashing_at_once")
     async with app.run_test(size=(120, 40)) as pilot:
@@ -37,3 +38,20 @@ async def test_a_teacher_crash_fails_its_column_only(project_with_run, monkeypat
         assert teacher.answer.strip() and "ttft" in teacher.stats_text
         assert len(screen.conversation) == 2
         await pilot.press("ctrl+q")
+
+
+@pytest.mark.parametrize("factory, code", [("modelscreens:teacher_factory", 0), ("fakes:teacher_crashing_at_once", 1)])
+def test_cli_chat_answers_in_jobs_and_reports_a_teacher_crash(project_with_run, monkeypatch, capsys, factory, code):
+    from stillroom.core import job_kinds
+    from stillroom.tui.cli import main
+    make_job = job_kinds.chat_job
+    monkeypatch.setattr(job_kinds, "chat_job", lambda root, group, **kw: make_job(
+        root, group, **{**kw, "teacher_factory": factory if group == "teacher" else None}))
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["chat", str(project_with_run.root), "my parcel never arrived", "--base"]) == code
+    out = capsys.readouterr().out
+    assert "tuned student" in out and "base student" in out
+    if code:
+        assert "the teacher process crashed (SIGSEGV)" in " ".join(out.split())
+    else:
+        assert "Ticket" in out or "billing" in out or "shipping" in out      # the fake teacher's words

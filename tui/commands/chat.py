@@ -21,34 +21,31 @@ def add_arguments(parser) -> None:
     parser.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0 = greedy)")
 
 
-def requests_for(project, text: str, teacher, columns):
-    """What each column is asked: the teacher as in generation (few-shot when it is a base model),
-    the students as in training (system prompt + the input)."""
-    from stillroom.core.backends.base import choose_mode
-    from stillroom.core.evaluate import shot_pool, shots_for, student_messages
-    from stillroom.core.prompts import Prompter, Request
-    from stillroom.core.records import make_row
-    task = project.config.task
-    out = {}
-    mode = choose_mode(teacher, project.config.teacher.mode)
-    pool = shot_pool(project, project.tests())
-    out["teacher"] = Prompter(task, mode).answer(shots_for(pool, project.config.generation.few_shot,
-                                                           project.config.evaluation.seed, 0),
-                                                 text, task.system_prompt)
-    messages = tuple(student_messages(make_row(text, "-"), task.system_prompt))
-    for column in columns:
-        if column != "teacher":
-            out[column] = Request("chat", messages=messages)
-    return out
+def conversation_for(project, text: str):
+    """One exchange, asked as the Chat screen asks it: the teacher with few-shot seeds when it is a
+    base model, the students as in training (the system prompt and the input)."""
+    import random
+    from stillroom.core.chat import Conversation
+    from stillroom.core.errors import StillroomError
+    from stillroom.core.evaluate import shot_pool
+    config = project.config
+    try:
+        pool = shot_pool(project, project.tests())
+    except StillroomError:
+        pool = []
+    shots = random.Random(config.generation.seed).sample(pool, min(config.generation.few_shot, len(pool)))
+    conversation = Conversation(config.task, shots)
+    conversation.ask(text)
+    return conversation
 
 
 def run(args) -> int:
-    from stillroom.core.backends import load_teacher
+    import dataclasses
     from stillroom.core.backends.base import SamplingParams
     from stillroom.core.errors import StillroomError
-    from stillroom.core.evaluate import load_students, run_weights
+    from stillroom.core.evaluate import run_weights
+    from stillroom.core.job_kinds import chat_job
     from stillroom.core.project import Project
-    from stillroom.core.prompts import ask
 
     project = Project.open(args.path)
     text = " ".join(args.prompt).strip()
@@ -63,44 +60,47 @@ def run(args) -> int:
     err = console(stderr=True)
     err.print(f"loading teacher {project.config.teacher.model} and student {weights.student_ref} "
               f"+ run {weights.run_id}…")
-    teacher = load_teacher(project)
-    base, tuned = load_students(project, weights)
-    models = {"teacher": teacher, "tuned": tuned}
-    if args.base:
-        models["base"] = base
+    columns = ["teacher", "tuned"] + (["base"] if args.base else [])
     params = SamplingParams(temperature=args.temperature,
                             max_tokens=args.max_tokens or max(64, project.config.evaluation.max_tokens))
-    requests = requests_for(project, text, teacher, models)
-    answers = {k: "" for k in models}
-    done = {k: False for k in models}
+    request = {"conversation": conversation_for(project, text).to_json(), "params": dataclasses.asdict(params)}
+    # The teacher and the students answer in two jobs (child processes, see core.jobs); the tuned and
+    # base students share one and take turns.
+    jobs = {"teacher": chat_job(project.root, "teacher"),
+            "students": chat_job(project.root, "students", run_id=weights.run_id)}
+    answers = {k: "" for k in columns}
+    done = {k: False for k in columns}
     errors = {}
     lock = threading.Lock()
-    try:
-        with stop_on_ctrl_c() as cancel:
-            def work(key):
-                def on_token(piece):
-                    with lock:
-                        answers[key] += piece
-                try:
-                    completion = ask(models[key], requests[key], params, on_token=on_token, cancel=cancel)
-                    with lock:
-                        answers[key] = completion.text
-                except StillroomError as exc:
-                    errors[key] = exc.one_line()
-                finally:
-                    done[key] = True
 
-            # The base student shares the tuned student's weights: those two take turns.
-            order = [["teacher"], ["tuned"] + (["base"] if "base" in models else [])]
-            threads = [threading.Thread(target=lambda keys=keys: [work(k) for k in keys], daemon=True)
-                       for keys in order]
+    def work(job, keys):
+        for key in keys:
+            def on_event(event, key=key):
+                if isinstance(event, TokenStreamed):
+                    with lock:
+                        answers[key] += event.text
+            try:
+                result = job.call({**request, "column": key}, on_event)
+                with lock:
+                    answers[key] = result["text"]
+            except StillroomError as exc:
+                errors[key] = exc.one_line()
+            finally:
+                done[key] = True
+
+    from stillroom.core.events import TokenStreamed
+    try:
+        with stop_on_ctrl_c(lambda: [job.stop() for job in jobs.values()]) as cancel:
+            threads = [threading.Thread(target=work, args=(jobs["teacher"], ["teacher"]), daemon=True),
+                       threading.Thread(target=work, args=(jobs["students"], columns[1:]), daemon=True)]
             for t in threads:
                 t.start()
             show(answers, done, errors, threads, lock, text)
     finally:
-        teacher.close()
-        tuned.close()
-        base.close()
+        for job in jobs.values():
+            job.close()
+    if errors:
+        return 1
     return 130 if cancel.is_set() else 0
 
 
