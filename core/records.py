@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import DataError
+from .fsio import atomic_write_text
 
 ROLES = ("system", "user", "assistant")
 STATUSES = ("kept", "pruned", "rejected")
@@ -116,6 +117,17 @@ def make_row(user: str, assistant: str, system: str = "", **extra) -> dict:
 def prompt_messages(row: dict) -> list:
     """The messages up to (not including) the final answer."""
     return row["messages"][:-1]
+
+
+def synthetic_id(index: int) -> str:
+    """The id of the generated row written for candidate `index`: syn-000042."""
+    return f"syn-{index:06d}"
+
+
+def synthetic_index(row: dict) -> int | None:
+    """The candidate index a generated row's id carries (synthetic_id's inverse); None for other ids."""
+    rid = str(row.get("id", ""))
+    return int(rid[4:]) if rid.startswith("syn-") and rid[4:].isdigit() else None
 
 
 # ---------------------------------------------------------------- reading JSONL
@@ -317,3 +329,10 @@ def to_format(row: dict, fmt: str) -> dict:
         return {"conversations": [{"from": names[m["role"]], "value": m["content"]}
                                   for m in row["messages"]]}
     raise DataError(f"unknown format {fmt!r}; expected openai, alpaca or sharegpt")
+
+
+def write_rows(path: Path, rows: list[dict], fmt: str = "openai") -> int:
+    """Write rows as JSONL in `fmt` (openai, alpaca or sharegpt), atomically; returns how many."""
+    lines = [json.dumps(to_format(r, fmt), ensure_ascii=False) + "\n" for r in rows]
+    atomic_write_text(Path(path), "".join(lines))
+    return len(lines)

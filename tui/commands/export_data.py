@@ -1,7 +1,6 @@
 """stillroom export-data PATH: write the training rows (seeds + kept rows) in a chosen format."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from stillroom.tui.commands.common import console
@@ -20,7 +19,6 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from stillroom.core import records
-    from stillroom.core.fsio import atomic_write_text
     from stillroom.core.project import Project
     project = Project.open(args.path)
     rows = []
@@ -29,7 +27,6 @@ def run(args) -> int:
     if args.only in ("all", "kept"):
         rows += project.kept_rows()
     output = args.output or project.exports_dir / f"data-{args.format}.jsonl"
-    atomic_write_text(output, "".join(json.dumps(records.to_format(r, args.format), ensure_ascii=False) + "\n"
-                                      for r in rows))
+    records.write_rows(output, rows, args.format)
     console().print(f"wrote {len(rows)} row(s) to {output}")
     return 0

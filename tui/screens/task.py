@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from textual.widgets import DataTable, Input, Label, Select, Static, TabbedConte
 from stillroom.core import records
 from stillroom.core.config import TASK_TYPES, parse_config, render_toml
 from stillroom.core.errors import StillroomError
-from stillroom.core.fsio import atomic_write_text
 from stillroom.core.project import text_id
 from stillroom import themes
 from stillroom.tui.screens.base import WorkbenchScreen
@@ -388,8 +386,7 @@ class TaskScreen(WorkbenchScreen):
             path, fmt = result
             rows = self.rows_of(name)
             try:
-                atomic_write_text(path, "".join(json.dumps(records.to_format(r, fmt), ensure_ascii=False) + "\n"
-                                                for r in rows))
+                records.write_rows(path, rows, fmt)
             except StillroomError as error:
                 self.app.show_error(error, "Could not export")
                 return
