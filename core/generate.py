@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from . import records
-from .backends.base import SamplingParams, TextModel, choose_mode
+from .backends.base import SamplingParams, TextModel, choose_mode, concurrency_limit
 from .errors import Cancelled, StillroomError
 from .events import (CandidateStarted, EventSink, ExampleAccepted, ExampleRejected, GenerationFinished,
                      GenerationProgress, Status, TokenStreamed, ignore)
@@ -97,7 +97,7 @@ class Generator:
         self._busy = 0
         self._busy_since = 0.0
         self.concurrency = max(1, int(self.config.teacher.max_in_flight))
-        limit = getattr(teacher, "max_concurrency", None)
+        limit = concurrency_limit(teacher)
         if limit:
             self.concurrency = max(1, min(self.concurrency, int(limit)))
         self._local = threading.local()     # per-worker token buffer when K > 1

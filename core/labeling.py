@@ -12,6 +12,7 @@ import math
 from typing import Optional, Sequence
 
 from . import records
+from .backends.base import ScoresContinuations, supports
 from .prompts import Prompter
 
 CONTENT_FREE = "N/A"
@@ -44,7 +45,7 @@ class LabelScorer:
 
     @staticmethod
     def available(model, mode: str) -> bool:
-        return mode == "completion" and hasattr(model, "score_continuations")
+        return mode == "completion" and supports(model, ScoresContinuations)
 
     def _scores(self, text: str) -> list[float]:
         request = self.prompter.answer(self.shots, text, self.system)

@@ -201,14 +201,14 @@ def test_cancel_stops_every_sequence(model):
 
 
 def test_a_failure_while_admitting_fails_the_callers_and_the_next_call_recovers(model, monkeypatch):
-    from stillroom.core.backends.llamacpp import _BatchEngine
+    from stillroom.core.backends.llamacpp_batch import BatchEngine
     from stillroom.core.errors import ModelError
     model.clear_batch_cache()
 
     def broken(self, params):
         raise RuntimeError("no sampler")
     with monkeypatch.context() as patch:
-        patch.setattr(_BatchEngine, "_sampler", broken)
+        patch.setattr(BatchEngine, "_sampler", broken)
         outcome = []
         worker = threading.Thread(target=lambda: outcome.append(
             _raises(lambda: model.complete_batch(PROMPTS[:3], SamplingParams(max_tokens=4)))))

@@ -1,7 +1,9 @@
 """Text-model backends behind one protocol (see base.TextModel)."""
-from .base import Completion, SamplingParams, TextModel, choose_mode
+from .base import (AnswersBatches, BoundsConcurrency, Completion, SamplingParams, ScoresContinuations, TextModel,
+                   choose_mode, concurrency_limit, supports)
 
-__all__ = ["Completion", "SamplingParams", "TextModel", "choose_mode", "load_teacher"]
+__all__ = ["AnswersBatches", "BoundsConcurrency", "Completion", "SamplingParams", "ScoresContinuations",
+           "TextModel", "choose_mode", "concurrency_limit", "load_teacher", "supports"]
 
 
 def load_teacher(project, on_event=None):

@@ -35,6 +35,9 @@ class Completion:
 
 @runtime_checkable
 class TextModel(Protocol):
+    """What every backend offers. The optional capabilities below are offered by some backends only;
+    callers ask `supports(model, ScoresContinuations)` (or `concurrency_limit(model)`), never probe."""
+
     name: str
     supports_chat: bool
     is_base: bool
@@ -48,6 +51,62 @@ class TextModel(Protocol):
                  cancel: Optional[threading.Event] = None) -> Completion: ...
 
     def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------- optional capabilities
+
+class ScoresContinuations(Protocol):
+    """Teacher-forced scoring: used to label classification rows by the teacher's label distribution."""
+
+    def score_continuations(self, prompt: str, continuations: Sequence[str]) -> list[float]:
+        """The summed log-probability of each continuation after `prompt`."""
+        ...
+
+
+class AnswersBatches(Protocol):
+    """Several prompts or conversations decoded together: one Completion each, in order, each the same
+    as the single call's answer (greedy)."""
+
+    def chat_batch(self, conversations: Sequence[Sequence[dict]], params: SamplingParams,
+                   cancel: Optional[threading.Event] = None) -> list[Completion]: ...
+
+    def complete_batch(self, prompts: Sequence[str], params: SamplingParams,
+                       cancel: Optional[threading.Event] = None) -> list[Completion]: ...
+
+
+class BoundsConcurrency(Protocol):
+    """How many requests callers should keep in flight at once (a batched engine's slots, a server's
+    configured limit)."""
+
+    max_concurrency: int
+
+
+_MEMBERS: dict[type, tuple[str, ...]] = {
+    ScoresContinuations: ("score_continuations",),
+    AnswersBatches: ("chat_batch", "complete_batch"),
+    BoundsConcurrency: ("max_concurrency",),
+}
+
+
+def supports(model: object, capability: type) -> bool:
+    """Whether `model` offers an optional capability (one of the Protocols above).
+
+    Members are looked up as a caller uses them, so a wrapper that forwards attribute access to a model
+    (`__getattr__`) offers what the model offers; `isinstance` on a runtime-checkable Protocol does not
+    see forwarded attributes from Python 3.12 on.
+    """
+    try:
+        members = _MEMBERS[capability]
+    except KeyError:
+        raise TypeError(f"{capability!r} is not an optional TextModel capability") from None
+    return all(getattr(model, name, None) is not None for name in members)
+
+
+def concurrency_limit(model: object) -> Optional[int]:
+    """The model's bound on requests in flight, or None when it sets none."""
+    if not supports(model, BoundsConcurrency):
+        return None
+    return int(model.max_concurrency) or None
 
 
 def choose_mode(model: TextModel, configured: str = "auto") -> str:

@@ -14,6 +14,7 @@ from typing import Callable, Optional, Sequence
 
 from ..errors import ModelError
 from .base import Completion, SamplingParams, TokenCallback
+from .streaming import held_back
 
 # End-of-turn markers of common chat templates; any of them present in the vocabulary ends an answer.
 END_OF_TURN = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "<|endoftext|>", "</s>",
@@ -310,12 +311,7 @@ class _Streamer:
         if not final:
             if text.endswith("\ufffd"):          # half a multi-byte character: wait for the rest
                 return
-            safe = len(text)
-            for stop in self.stops:               # hold back a tail that may begin a stop string
-                for k in range(min(len(stop) - 1, len(text)), 0, -1):
-                    if text.endswith(stop[:k]):
-                        safe = min(safe, len(text) - k)
-                        break
+            safe = len(text) - held_back(text, self.stops)
             text = text[:max(safe, self.sent)]
         if len(text) > self.sent:
             self.timing.mark()

@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 
 from ..errors import ModelError
 from .base import Completion, SamplingParams, TokenCallback
+from .streaming import drain
 
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -199,41 +200,25 @@ class OpenAIModel:
                          "is the server running and reachable? raise teacher.timeout for slow servers")
 
     def _drain(self, stream, on_token, cancel, chat: bool, streamed: list) -> Completion:
-        start = time.perf_counter()
-        first = None
-        finish = None
-        count = 0
         usage = None
-        try:
-            for chunk in stream:
-                if getattr(chunk, "usage", None):
-                    usage = chunk.usage
-                if not chunk.choices:
-                    continue
-                choice = chunk.choices[0]
-                piece = (choice.delta.content if chat else choice.text) or ""
-                if piece:
-                    if first is None:
-                        first = time.perf_counter() - start
-                    streamed.append(piece)
-                    count += 1
-                    if on_token is not None:
-                        on_token(piece)
-                if choice.finish_reason:
-                    finish = choice.finish_reason
-                if cancel is not None and cancel.is_set():
-                    finish = "cancelled"
-                    break
-        finally:
-            stream.close()
-        if finish is None:
+
+        def read(chunk):
+            nonlocal usage
+            if getattr(chunk, "usage", None):
+                usage = chunk.usage
+            if not chunk.choices:
+                return None
+            choice = chunk.choices[0]
+            return (choice.delta.content if chat else choice.text) or "", choice.finish_reason
+
+        out = drain(stream, read, on_token, cancel, pieces=streamed)
+        if out.finish_reason is None:
             raise _Incomplete("the stream ended without a finish reason")
         prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
-        completion_tokens = getattr(usage, "completion_tokens", 0) or count
-        if finish not in ("stop", "length", "cancelled"):
-            finish = "stop"
-        return Completion("".join(streamed), finish, prompt_tokens, completion_tokens,
-                          time.perf_counter() - start, first)
+        completion_tokens = getattr(usage, "completion_tokens", 0) or len(out.pieces)
+        finish = out.finish_reason if out.finish_reason in ("stop", "length", "cancelled") else "stop"
+        return Completion(out.text, finish, prompt_tokens, completion_tokens, out.seconds,
+                          out.first_token_seconds)
 
 
 def _retry_after(exc) -> Optional[float]:
