@@ -18,7 +18,6 @@ from .config import TaskConfig
 from .prompts import Prompter, Request, ask
 
 COLUMNS = ("teacher", "tuned", "base")
-TITLES = {"teacher": "teacher", "tuned": "tuned student", "base": "base student"}
 
 
 @dataclass

@@ -28,10 +28,10 @@ from .events import EvalFinished, EvalProgress, EventSink, Status, ignore
 from .fsio import atomic_write_jsonl, atomic_write_text
 from .project import Project, text_id
 from .labeling import LabelScorer, balanced_shots
+from .models import ROLE_TITLES
 from .prompts import Prompter, ask
 
 MODELS = ("teacher", "base", "tuned")
-TITLES = {"teacher": "teacher", "base": "base student", "tuned": "tuned student"}
 
 
 @dataclass
@@ -457,7 +457,7 @@ def render_report(result: dict, rows: list[dict], worst: int = 5) -> str:
         m = result["models"][key]
         cells = [_cell(c, m.get(c)) for c in cols]
         cells[0] = f"**{cells[0]}**"
-        lines.append(f"| {TITLES[key]} | {m['name']} ({m['mode']}) | " + " | ".join(cells)
+        lines.append(f"| {ROLE_TITLES[key]} | {m['name']} ({m['mode']}) | " + " | ".join(cells)
                      + f" | {m['seconds_per_answer']:.2f} |")
     gap = result["gap_closed"]
     lines += ["", f"**{gap_line(gap)}** — {verdict(gap)}", ""]
@@ -482,6 +482,6 @@ def render_report(result: dict, rows: list[dict], worst: int = 5) -> str:
             for key in MODELS:
                 out = r["outputs"][key]
                 answer = _one_line(out["text"]) or "(empty)"
-                lines.append(f"- {TITLES[key]} ({fmt_score(out['score'])}): `{answer}`")
+                lines.append(f"- {ROLE_TITLES[key]} ({fmt_score(out['score'])}): `{answer}`")
             lines.append("")
     return "\n".join(lines) + "\n"

@@ -202,7 +202,7 @@ class Generator:
             meta["intended_label"] = label
         if topic:
             meta["topic"] = topic
-        row = {"id": f"syn-{index_no:06d}", "status": "kept", "reason": "", "scores": {}, "meta": meta}
+        row = {"id": records.synthetic_id(index_no), "status": "kept", "reason": "", "scores": {}, "meta": meta}
 
         reason = check_input(text, self.config)
         if reason is None and written.finish_reason == "length":
@@ -459,11 +459,7 @@ class _LabelWindow:
 
 
 def _next_index(rows: list[dict]) -> int:
-    highest = -1
-    for row in rows:
-        rid = str(row.get("id", ""))
-        if rid.startswith("syn-") and rid[4:].isdigit():
-            highest = max(highest, int(rid[4:]))
+    highest = max((i for i in map(records.synthetic_index, rows) if i is not None), default=-1)
     return max(highest + 1, len(rows))
 
 

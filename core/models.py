@@ -11,6 +11,10 @@ from pathlib import Path
 from . import locations
 from .errors import ModelError
 
+# The models a run is measured by (evaluation, compare, chat), and the names the workbench and the
+# CLI give them.
+ROLE_TITLES = {"teacher": "teacher", "base": "base student", "tuned": "tuned student"}
+
 GGUF_MAGIC = b"GGUF"
 UNSAFE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 

@@ -1,4 +1,4 @@
-"""The Stillroom workbench: one App, its screens, and the generation job they share.
+"""The Stillroom workbench: one App, its screens, and the session state they share (tui.workbench).
 
 `make_app` is the only way in, for the CLI and the tests alike. Nothing heavy is imported here, and
 no model runs in this process: torch, transformers and llama_cpp are loaded by jobs in child
@@ -6,11 +6,10 @@ processes (core.jobs), whose events reach the screens through tui.bridge.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
@@ -19,40 +18,72 @@ from textual.worker import Worker, WorkerState
 
 from stillroom.core.errors import StillroomError
 from stillroom.core.events import GenerationProgress
-from stillroom.core.jobs import JobCrashed
 from stillroom.core.project import Project
 from stillroom.tui import settings
-from stillroom.tui.bridge import JobEnded, JobEvent, run_job
+from stillroom.tui.bridge import JobEnded, JobEvent
+from stillroom.tui.workbench import Workbench
+
+if TYPE_CHECKING:
+    from stillroom.tui.screens.base import WorkbenchScreen
+
+
+# Each screen's module is imported when the screen is first shown (or the help lists its keys), so the
+# first frame imports only the screen it shows.
+def _projects():
+    from stillroom.tui.screens.projects import ProjectsScreen
+    return ProjectsScreen
+
+
+def _task():
+    from stillroom.tui.screens.task import TaskScreen
+    return TaskScreen
+
+
+def _generate():
+    from stillroom.tui.screens.generate import GenerateScreen
+    return GenerateScreen
+
+
+def _review():
+    from stillroom.tui.screens.review import ReviewScreen
+    return ReviewScreen
+
+
+def _train():
+    from stillroom.tui.screens.train import TrainScreen
+    return TrainScreen
+
+
+def _compare():
+    from stillroom.tui.screens.compare import CompareScreen
+    return CompareScreen
+
+
+def _chat():
+    from stillroom.tui.screens.chat import ChatScreen
+    return ChatScreen
 
 
 @dataclass(frozen=True)
 class ScreenSpec:
-    """One workbench screen: the key that shows it, its mode name, title and where its class lives.
-
-    `factory` is "module:Class"; None shows a placeholder. The Train, Compare and Chat screens plug in
-    here by naming their class (e.g. "stillroom.tui.screens.train:TrainScreen").
-    """
+    """One workbench screen: the key that shows it, its mode name, its title, and `screen`, which returns
+    its class (a WorkbenchScreen subclass); None shows a placeholder saying `hint`."""
     key: str
     mode: str
     title: str
-    factory: Optional[str]
+    screen: Optional[Callable[[], type["WorkbenchScreen"]]]
     hint: str = ""
 
 
 SCREENS: list[ScreenSpec] = [
-    ScreenSpec("1", "task", "Task", "stillroom.tui.screens.task:TaskScreen"),
-    ScreenSpec("2", "generate", "Generate", "stillroom.tui.screens.generate:GenerateScreen"),
-    ScreenSpec("3", "review", "Review", "stillroom.tui.screens.review:ReviewScreen"),
-    ScreenSpec("4", "train", "Train", "stillroom.tui.screens.train:TrainScreen"),
-    ScreenSpec("5", "compare", "Compare", "stillroom.tui.screens.compare:CompareScreen"),
-    ScreenSpec("6", "chat", "Chat", "stillroom.tui.screens.chat:ChatScreen"),
+    ScreenSpec("1", "task", "Task", _task),
+    ScreenSpec("2", "generate", "Generate", _generate),
+    ScreenSpec("3", "review", "Review", _review),
+    ScreenSpec("4", "train", "Train", _train),
+    ScreenSpec("5", "compare", "Compare", _compare),
+    ScreenSpec("6", "chat", "Chat", _chat),
 ]
-PROJECTS = ScreenSpec("0", "projects", "Projects", "stillroom.tui.screens.projects:ProjectsScreen")
-
-
-def load_class(factory: str):
-    module, _, name = factory.partition(":")
-    return getattr(importlib.import_module(module), name)
+PROJECTS = ScreenSpec("0", "projects", "Projects", _projects)
 
 
 class StillroomApp(App):
@@ -69,16 +100,9 @@ class StillroomApp(App):
     def __init__(self, path: Path | None = None, *, teacher_factory: str | None = None) -> None:
         super().__init__()
         self.start_path = Path(path) if path else None
-        # "module:function" that builds the teacher from the Project, in each job's child process;
-        # None: the project's configured teacher.
-        self.teacher_factory = teacher_factory
-        self.project: Project | None = None
-        self.lock = None
-        self.screens_by_mode: dict[str, Screen] = {}
-        self.job = ""
-        self._gen_job = None             # the teacher's job (core.job_kinds.generation_job), once started
-        self._gen_worker: Worker | None = None
-        self._gen_unload = False
+        self.workbench = Workbench(self, teacher_factory=teacher_factory, show_job=self.set_job)
+        self.screens_by_mode: dict[str, WorkbenchScreen] = {}
+        self.job = ""                    # the header's line about the running job
         self._pending_error: tuple | None = None
 
     # ------------------------------------------------------------------ start
@@ -103,18 +127,20 @@ class StillroomApp(App):
                                  [(s.key, s.mode, s.title) for s in SCREENS])
         header.active = mode
         header.job = self.job
-        if self.project is not None:
-            header.project_name = self.project.name
+        project = self.workbench.project
+        if project is not None:
+            header.project_name = project.name
             header.models = self.models_line()
         return header
 
     def models_line(self) -> str:
         from stillroom.core.models import resolve
-        config = self.project.config
+        project = self.workbench.project
+        config = project.config
 
         def show(ref: str, student: bool = False) -> str:
             try:
-                model = resolve(ref, project_dir=self.project.root, check=False)
+                model = resolve(ref, project_dir=project.root, check=False)
             except StillroomError:
                 return ref
             # A GGUF student is de-quantized once and trained in transformers.
@@ -123,20 +149,21 @@ class StillroomApp(App):
 
     def refresh_headers(self) -> None:
         from stillroom.tui.widgets.header import WorkbenchHeader
+        project = self.workbench.project
         for screen in self.screens_by_mode.values():
             for header in screen.query(WorkbenchHeader):
                 header.job = self.job
-                header.project_name = self.project.name if self.project else ""
-                header.models = self.models_line() if self.project else ""
+                header.project_name = project.name if project else ""
+                header.models = self.models_line() if project else ""
 
     def _add_mode(self, spec: ScreenSpec) -> None:
         def build() -> Screen:
             from stillroom.tui.screens.base import PlaceholderScreen
-            if spec.factory is None:
+            if spec.screen is None:
                 screen = PlaceholderScreen(spec.mode, spec.title, spec.hint)
             else:
                 try:
-                    screen = load_class(spec.factory)()
+                    screen = spec.screen()()
                 except Exception as error:      # a broken screen must not take the workbench down
                     from stillroom.tui.dialogs.error import save_traceback
                     save_traceback(error)
@@ -146,14 +173,15 @@ class StillroomApp(App):
             return screen
         self.add_mode(spec.mode, build)
 
-    def screen_for(self, mode: str) -> Screen | None:
+    def screen_for(self, mode: str) -> WorkbenchScreen | None:
         return self.screens_by_mode.get(mode)
 
     # ------------------------------------------------------------------ projects
     async def open_project(self, path: Path, *, create: str | None = None, demo: bool = False) -> bool:
         """Open (or create) a project and show its Task screen. Errors arrive as a dialog."""
         path = Path(path).expanduser()
-        if self.project is not None and self.project.root.resolve() == path.resolve():
+        current = self.workbench.project
+        if current is not None and current.root.resolve() == path.resolve():
             self.switch_mode("task")
             return True
         try:
@@ -171,7 +199,7 @@ class StillroomApp(App):
         if not await self.close_project():
             lock.release()
             return False
-        self.project, self.lock = project, lock
+        self.workbench.open(project, lock)
         settings.remember_project(project.root, project.name)
         for spec in SCREENS:
             self._add_mode(spec)
@@ -181,9 +209,9 @@ class StillroomApp(App):
 
     async def close_project(self) -> bool:
         """Stop generation, save every pending edit, release the lock. False if the user said no."""
-        if self.project is None:
+        if self.workbench.project is None:
             return True
-        await self.stop_generation_and_wait()
+        await self.workbench.stop_generation_and_wait()
         for spec in SCREENS:
             screen = self.screens_by_mode.get(spec.mode)
             if screen is not None:
@@ -193,19 +221,22 @@ class StillroomApp(App):
         for spec in SCREENS:
             self.screens_by_mode.pop(spec.mode, None)
             await self.remove_mode(spec.mode)
-        self._unload_teacher()
-        if self.lock is not None:
-            self.lock.release()
-        self.project, self.lock = None, None
+        self.workbench.close()
         self.refresh_headers()
         return True
 
     def notify_project_changed(self, what: str, source: Screen | None = None) -> None:
         for screen in list(self.screens_by_mode.values()):
-            if screen is not source and hasattr(screen, "on_project_changed"):
+            if screen is not source:
                 screen.on_project_changed(what)
         if what == "config":
             self.refresh_headers()
+
+    def select_run(self, run_id: str | None) -> None:
+        """Make `run_id` the run that Compare, Chat and Export show, on every screen already built."""
+        self.workbench.selected_run = run_id
+        for screen in list(self.screens_by_mode.values()):
+            screen.on_run_selected(run_id)
 
     # ------------------------------------------------------------------ navigation
     def check_action(self, action: str, parameters: tuple) -> bool | None:
@@ -228,13 +259,13 @@ class StillroomApp(App):
         sections = [("Everywhere", list(self.BINDINGS) +
                      [Binding("ctrl+p", "command_palette", "Command palette: every screen and action")])]
         for spec in [PROJECTS] + SCREENS:
-            if spec.factory is None:
+            if spec.screen is None:
                 continue
             try:
-                cls = load_class(spec.factory)
+                cls = spec.screen()
             except Exception:
                 continue
-            sections.append((f"{spec.key} {spec.title}", list(getattr(cls, "BINDINGS", []))))
+            sections.append((f"{spec.key} {spec.title}", list(cls.BINDINGS)))
         from stillroom.tui.widgets.row_table import RowTable
         sections.append(("Review table", RowTable.BINDINGS + [Binding("space", "", "Select / unselect row")]))
         self.push_screen(HelpDialog(sections))
@@ -276,64 +307,15 @@ class StillroomApp(App):
             return result
         return self.run_worker(body, name=name, group=group, thread=True, exit_on_error=False)
 
-    # ------------------------------------------------------------------ generation
-    @property
-    def generating(self) -> bool:
-        """From start_generation until its JobEnded is handled (the worker may outlive that by a moment)."""
-        return self._gen_worker is not None
-
-    def start_generation(self, target: int) -> bool:
-        """Generate until `target` rows are kept, in the teacher's job (started on first use)."""
-        if self.generating or self.project is None:
-            return False
-        if self._gen_job is None:
-            from stillroom.core.job_kinds import generation_job
-            self._gen_job = generation_job(self.project.root, teacher_factory=self.teacher_factory,
-                                           spare_core=True)
-        job, self._gen_unload = self._gen_job, False
-        self.set_job("generating")
-        self._gen_worker = run_job(self, "generate", lambda on_event: job.call({"target": target}, on_event))
-        return True
-
-    def pause_generation(self) -> None:
-        """Stop after the current token; the teacher stays loaded so resuming is instant."""
-        if self.generating and self._gen_job is not None:
-            self._gen_job.stop()
-            self.set_job("pausing")
-
-    def stop_generation(self) -> None:
-        """Stop and unload the teacher."""
-        if self.generating and self._gen_job is not None:
-            self._gen_unload = True
-            self._gen_job.stop()
-            self.set_job("stopping")
-        else:
-            self._unload_teacher()
-
-    async def stop_generation_and_wait(self) -> None:
-        if self.generating:
-            worker = self._gen_worker
-            self.stop_generation()
-            await worker.wait()
-            self._gen_worker = None
-        self._unload_teacher()
-
-    def _unload_teacher(self) -> None:
-        """End the teacher's process (it finishes what it was writing first)."""
-        job, self._gen_job = self._gen_job, None
-        if job is not None:
-            job.close()
-
+    # ------------------------------------------------------------------ generation (tui.workbench runs it)
     def on_job_event(self, message: JobEvent) -> None:
         if message.job != "generate":
             return
         event = message.event
         if isinstance(event, GenerationProgress) and self.job.startswith("generating"):
             self.set_job(f"generating {event.kept}/{event.target}")
-        for mode in ("generate", "review"):
-            screen = self.screen_for(mode)
-            if screen is not None:
-                screen.on_generation_event(event)
+        for screen in list(self.screens_by_mode.values()):
+            screen.on_generation_event(event)
 
     def on_job_ended(self, message: JobEnded) -> None:
         """Every job's end passes here: generation's is handled; any other job's failure that its
@@ -344,14 +326,10 @@ class StillroomApp(App):
             self.show_error(message.error)
 
     def _generation_ended(self, error: BaseException | None = None) -> None:
-        self._gen_worker = None
+        self.workbench.generation_ended(error)
         self.set_job("")
-        if self._gen_unload or isinstance(error, JobCrashed):
-            self._unload_teacher()
-        for mode in ("generate", "review"):
-            screen = self.screen_for(mode)
-            if screen is not None:
-                screen.generation_ended(error)
+        for screen in list(self.screens_by_mode.values()):
+            screen.generation_ended(error)
         if error is not None:
             self.show_error(error, "Generation stopped")
 
@@ -368,7 +346,7 @@ class StillroomApp(App):
             if isinstance(screen, RowFormDialog) and screen.dirty:
                 problems.append("the example being edited has unsaved changes")
         for screen in self.screens_by_mode.values():
-            problem = screen.unsaved_problem() if hasattr(screen, "unsaved_problem") else None
+            problem = screen.unsaved_problem()
             if problem:
                 problems.append(problem)
         if problems:
@@ -382,7 +360,7 @@ class StillroomApp(App):
         await self._quit_now()
 
     async def _quit_now(self) -> None:
-        if self.generating:
+        if self.workbench.generating:
             self.set_job("stopping generation…")
         try:
             await self.close_project()

@@ -69,3 +69,11 @@ def run_job(node, name: str, work: Callable[[Callable[[ev.Event], None]], dict],
         else:
             node.post_message(JobEnded(name, result, None, stopped()))
     return node.run_worker(body, name=name, group=name, thread=True, exit_on_error=False)
+
+
+def job_done(screen, message: str, *, title: str, severity: str = "information") -> None:
+    """Tell the user that the long job `screen` ran has ended; the notification is the only sign when
+    they are on another screen, so it stays longer there."""
+    app = screen.app
+    away = app.screen is not screen
+    app.notify(message, title=title, severity=severity, timeout=10 if away else 5)

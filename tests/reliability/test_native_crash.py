@@ -56,7 +56,7 @@ async def test_workbench_survives_a_teacher_crash_and_generation_resumes(tmp_pat
         assert "the teacher process crashed (SIGSEGV)" in str(app.screen.query_one("#cause").render())
         assert "cpu_repack" in str(app.screen.query_one("#remedy").render())
         await pilot.press("escape")
-        assert screen.state == "failed" and not app.generating and app.is_running
+        assert screen.state == "failed" and not app.workbench.generating and app.is_running
         await pilot.press("3")                                          # still usable
         await wait_for(pilot, lambda: app.current_mode == "review" and app.screen.rs is not None)
         before = Project.open(project.root).synthetic()
@@ -64,7 +64,7 @@ async def test_workbench_survives_a_teacher_crash_and_generation_resumes(tmp_pat
 
         monkeypatch.setenv("STILLROOM_TEST_NO_CRASH", "1")              # the next teacher process is sound
         await pilot.press("2", "s")
-        await wait_for(pilot, lambda: not app.generating and screen.state == "done", timeout=60)
+        await wait_for(pilot, lambda: not app.workbench.generating and screen.state == "done", timeout=60)
         await pilot.press("ctrl+q")
     assert_whole(before, project.root, 20)
 

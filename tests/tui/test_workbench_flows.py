@@ -29,7 +29,7 @@ async def test_create_project_from_projects_screen(tmp_path):
         dialog.query_one("#path", Input).value = str(target)
         await pilot.press("enter")
         await wait_for(pilot, lambda: task_ready(app))
-        assert app.project.root == target
+        assert app.workbench.project.root == target
         assert (target / "stillroom.toml").exists() and ProjectLock(target).holder()["pid"] == os.getpid()
         await pilot.press("ctrl+q")
     assert ProjectLock(target).holder() == {}
@@ -109,13 +109,13 @@ async def test_generation_streams_and_counts(demo):
         screen = app.screen
         screen.query_one("#target", Input).value = "12"
         await pilot.press("s")
-        await wait_for(pilot, lambda: not app.generating and screen.state == "done", timeout=60)
+        await wait_for(pilot, lambda: not app.workbench.generating and screen.state == "done", timeout=60)
         assert screen.kept == 12
         counters = str(screen.query_one("#counters").render())
         assert "12" in counters
         assert "Ticket" in screen.query_one("#stream").text
         # the last-kept panel shows the last row the generation kept, as written to the project
-        last = [r for r in app.project.synthetic() if r["status"] == "kept"][-1]
+        last = [r for r in app.workbench.project.synthetic() if r["status"] == "kept"][-1]
         assert screen.last_kept is not None and screen.last_kept["id"] == last["id"]
         panel = str(screen.query_one("#last-kept").render())
         assert last["id"] in panel and " ".join(records.user_text(last).split()) in panel
@@ -136,9 +136,9 @@ async def test_pause_and_resume_generation(demo):
         await pilot.press("s")
         await wait_for(pilot, lambda: screen.kept >= 2, timeout=60)
         await pilot.press("1")                       # the UI stays usable while it runs
-        assert app.current_mode == "task" and app.generating
+        assert app.current_mode == "task" and app.workbench.generating
         await pilot.press("2", "p")
-        await wait_for(pilot, lambda: not app.generating, timeout=60)
+        await wait_for(pilot, lambda: not app.workbench.generating, timeout=60)
         assert screen.state == "paused" and screen.kept < 40
         await pilot.press("ctrl+q")
     rows = Project.open(demo.root).synthetic()
@@ -229,7 +229,7 @@ async def test_second_app_on_same_project_is_refused(demo):
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: type(app.screen).__name__ == "ErrorDialog")
         assert "already open" in str(app.screen.query_one("#cause").render())
-        assert app.project is None
+        assert app.workbench.project is None
         await pilot.press("escape", "ctrl+q")
 
 
@@ -264,12 +264,12 @@ async def test_review_changes_during_generation_wait_and_keep_new_rows(demo_with
         await pilot.press("2")
         app.screen.query_one("#target", Input).value = "500"
         await pilot.press("s")
-        await wait_for(pilot, lambda: app.generating and len(review.rs) > 30, timeout=60)
+        await wait_for(pilot, lambda: app.workbench.generating and len(review.rs) > 30, timeout=60)
         await pilot.press("3", "home", "x")
-        assert app.generating and review.rs.dirty
+        assert app.workbench.generating and review.rs.dirty
         assert Project.open(project.root).synthetic()[0]["status"] == "kept"    # not while appending
         await pilot.press("2", "p")
-        await wait_for(pilot, lambda: not app.generating, timeout=60)
+        await wait_for(pilot, lambda: not app.workbench.generating, timeout=60)
         await wait_for(pilot, lambda: not review.rs.dirty)
         await pilot.press("ctrl+q")
     rows = Project.open(project.root).synthetic()

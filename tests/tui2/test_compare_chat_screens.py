@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 async def open_screen(pilot, key: str, cls_name: str):
     app = pilot.app
-    await wait_for(pilot, lambda: app.project is not None)
+    await wait_for(pilot, lambda: app.workbench.project is not None)
     await pilot.press(key)
     await wait_for(pilot, lambda: type(app.screen).__name__ == cls_name)
     return app.screen

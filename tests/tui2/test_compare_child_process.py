@@ -22,7 +22,7 @@ def real_teacher_project(project_with_run):
 
 async def open_compare(pilot):
     app = pilot.app
-    await wait_for(pilot, lambda: app.project is not None)
+    await wait_for(pilot, lambda: app.workbench.project is not None)
     await pilot.press("5")
     await wait_for(pilot, lambda: type(app.screen).__name__ == "CompareScreen")
     screen = app.screen

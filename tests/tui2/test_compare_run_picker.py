@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 
 async def open_compare(pilot, app):
-    await wait_for(pilot, lambda: app.project is not None)
+    await wait_for(pilot, lambda: app.workbench.project is not None)
     await pilot.press("5")
     await wait_for(pilot, lambda: type(app.screen).__name__ == "CompareScreen")
     await pilot.pause(0.1)

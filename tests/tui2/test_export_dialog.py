@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 async def test_export_adapter_from_the_runs_list(project_with_run):
     app = make_app(project_with_run.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: app.project is not None)
+        await wait_for(pilot, lambda: app.workbench.project is not None)
         await pilot.press("4")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "TrainScreen")
         await pilot.press("e")

@@ -14,7 +14,7 @@ SCREENS = {"train": ("4", "TrainScreen"), "compare": ("5", "CompareScreen"), "ch
 def goto(key: str, cls_name: str, theme: str, then=()):
     async def run_before(pilot) -> None:
         app = pilot.app
-        await wait_for(pilot, lambda: app.project is not None)
+        await wait_for(pilot, lambda: app.workbench.project is not None)
         app.theme = theme
         await pilot.press(key)
         await wait_for(pilot, lambda: type(app.screen).__name__ == cls_name)

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 async def test_pick_a_theme_from_the_palette_and_it_is_remembered(project_with_run):
     app = make_app(project_with_run.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: app.project is not None)
+        await wait_for(pilot, lambda: app.workbench.project is not None)
         assert {t.name for t in THEMES} <= set(app.available_themes)
         assert app.theme == "stillroom-dark"
         await pilot.press("4")
@@ -42,7 +42,7 @@ async def test_model_screens_under_any_theme(project_with_run, theme):
     from textual.widgets import DataTable
     app = make_app(project_with_run.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: app.project is not None)
+        await wait_for(pilot, lambda: app.workbench.project is not None)
         app.theme = theme
         palette = app.get_theme(theme)
         for key, name in (("4", "TrainScreen"), ("5", "CompareScreen"), ("6", "ChatScreen")):

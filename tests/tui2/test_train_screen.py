@@ -22,7 +22,7 @@ async def test_train_stop_and_resume(project, monkeypatch):
     project.save_config()
     app = make_app(project.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: app.project is not None)
+        await wait_for(pilot, lambda: app.workbench.project is not None)
         await pilot.press("4")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "TrainScreen")
         screen = app.screen

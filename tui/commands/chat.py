@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import sys
 import threading
-from pathlib import Path
 
-from stillroom.tui.commands.common import console, stop_on_ctrl_c
+from stillroom.tui.commands.common import add_project_and_run, console, stop_on_ctrl_c
 
 NAME = "chat"
 HELP = ("ask the teacher and the tuned student the same prompt and stream both answers side by side "
@@ -13,9 +12,8 @@ HELP = ("ask the teacher and the tuned student the same prompt and stream both a
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("path", type=Path, help="project folder")
+    add_project_and_run(parser)
     parser.add_argument("prompt", nargs="*", help="the prompt (default: read from standard input)")
-    parser.add_argument("--run", dest="run_id", default=None, metavar="RUN", help="run id (default: the latest run)")
     parser.add_argument("--base", action="store_true", help="also answer with the untrained base student")
     parser.add_argument("--max-tokens", type=int, default=None, help="longest answer (default: evaluation.max_tokens)")
     parser.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (0 = greedy)")
@@ -107,11 +105,11 @@ def run(args) -> int:
 def _table(answers, done, errors, lock, prompt):
     from rich.table import Table
     from rich.text import Text
-    from stillroom.core.evaluate import TITLES
+    from stillroom.core.models import ROLE_TITLES
     table = Table(expand=True, title=Text(prompt), title_justify="left")
     with lock:
         for key in answers:
-            table.add_column(TITLES[key] + ("" if done[key] else " …"), ratio=1)
+            table.add_column(ROLE_TITLES[key] + ("" if done[key] else " …"), ratio=1)
         table.add_row(*[Text(errors.get(k) or answers[k], style="red" if k in errors else "") for k in answers])
     return table
 

@@ -1,4 +1,5 @@
-"""Shared pieces of CLI commands: project arguments, Ctrl-C as a clean stop, event-driven progress bars."""
+"""Shared pieces of CLI commands: the project and run arguments, Ctrl-C as a clean stop, the console,
+a rate limiter for progress."""
 from __future__ import annotations
 
 import signal
@@ -8,11 +9,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def add_project_argument(parser, optional: bool = False) -> None:
-    if optional:
-        parser.add_argument("path", nargs="?", type=Path, help="project folder")
-    else:
-        parser.add_argument("path", type=Path, help="project folder")
+def add_project_and_run(parser) -> None:
+    """The project folder and --run (default: the latest run)."""
+    parser.add_argument("path", type=Path, help="project folder")
+    parser.add_argument("--run", dest="run_id", default=None, metavar="RUN", help="run id (default: the latest run)")
 
 
 @contextmanager
@@ -43,15 +43,6 @@ def stop_on_ctrl_c(on_stop=None):
 def console(stderr: bool = False):
     from rich.console import Console
     return Console(stderr=stderr, highlight=False)
-
-
-def fmt_seconds(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds or seconds == float("inf"):
-        return "--:--"
-    seconds = int(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 class Ticker:

@@ -1,17 +1,14 @@
 """stillroom compare PATH [--run RUN]: the evaluated rows side by side (input, reference, three answers)."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from stillroom.tui.commands.common import console
+from stillroom.tui.commands.common import add_project_and_run, console
 
 NAME = "compare"
 HELP = "print the evaluated test rows side by side: input, reference, teacher, base and tuned answers"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("path", type=Path, help="project folder")
-    parser.add_argument("--run", dest="run_id", default=None, metavar="RUN", help="run id (default: the latest run)")
+    add_project_and_run(parser)
     parser.add_argument("--wrong", action="store_true", help="only rows the tuned student got wrong")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="print at most N rows")
 
@@ -27,7 +24,8 @@ def mark(score: float) -> tuple[str, str]:
 def run(args) -> int:
     from rich.table import Table
     from rich.text import Text
-    from stillroom.core.evaluate import MODELS, TITLES, read_eval
+    from stillroom.core.evaluate import MODELS, read_eval
+    from stillroom.core.models import ROLE_TITLES
     from stillroom.core.project import Project
 
     project = Project.open(args.path)
@@ -44,7 +42,7 @@ def run(args) -> int:
     table.add_column("input", ratio=3)
     table.add_column("reference", ratio=1)
     for key in MODELS:
-        table.add_column(TITLES[key], ratio=2)
+        table.add_column(ROLE_TITLES[key], ratio=2)
     for r in rows:
         cells = []
         for key in MODELS:

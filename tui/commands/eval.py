@@ -1,9 +1,8 @@
 """stillroom eval PATH [--run RUN]: teacher, base student and tuned student on the held-out rows."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from stillroom.tui.commands.common import console, fmt_seconds, stop_on_ctrl_c
+from stillroom.tui.commands.common import add_project_and_run, console, stop_on_ctrl_c
+from stillroom.tui.format import fmt_seconds
 
 NAME = "eval"
 HELP = ("score the teacher, the base student and the tuned student on the held-out test rows; writes "
@@ -11,8 +10,7 @@ HELP = ("score the teacher, the base student and the tuned student on the held-o
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("path", type=Path, help="project folder")
-    parser.add_argument("--run", dest="run_id", default=None, metavar="RUN", help="run id (default: the latest run)")
+    add_project_and_run(parser)
     parser.add_argument("--limit", type=int, default=None, metavar="N",
                         help="evaluate only the first N test rows (default: evaluation.max_examples, 0 = all)")
     parser.add_argument("--judge", action="store_true", default=None,
@@ -42,8 +40,8 @@ def run_with_progress(job):
     """Run an evaluation job (core.job_kinds.evaluation_job) with progress bars; its EvalResult."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from stillroom.core import events
-    from stillroom.core.evaluate import TITLES
     from stillroom.core.job_kinds import evaluation_result
+    from stillroom.core.models import ROLE_TITLES
 
     out = console(stderr=True)
     with Progress(TextColumn("[bold]{task.description:<14}"), BarColumn(), MofNCompleteColumn(),
@@ -54,7 +52,7 @@ def run_with_progress(job):
         def on_event(event):
             if isinstance(event, events.EvalProgress):
                 if event.model not in tasks:
-                    tasks[event.model] = bar.add_task(TITLES.get(event.model, event.model), total=event.total,
+                    tasks[event.model] = bar.add_task(ROLE_TITLES.get(event.model, event.model), total=event.total,
                                                       info="")
                 bar.update(tasks[event.model], completed=event.done, total=event.total)
             elif isinstance(event, events.Status):
@@ -69,7 +67,8 @@ def print_result(result) -> None:
     from rich.table import Table
     from rich.text import Text
     from stillroom.core import metrics
-    from stillroom.core.evaluate import MODELS, TITLES, fmt_pct, table_columns, verdict
+    from stillroom.core.evaluate import MODELS, fmt_pct, table_columns, verdict
+    from stillroom.core.models import ROLE_TITLES
 
     m = result.metrics
     cols = table_columns(m)
@@ -83,7 +82,7 @@ def print_result(result) -> None:
     for key in MODELS:
         row = m["models"][key]
         cells = [str(row.get(c)) if c == "unparseable" else f"{row.get(c, 0):.3f}" for c in cols]
-        table.add_row(TITLES[key], *cells, f"{row['seconds_per_answer']:.2f}")
+        table.add_row(ROLE_TITLES[key], *cells, f"{row['seconds_per_answer']:.2f}")
     gap = m["gap_closed"]
     if gap["value"] is None:
         value = "undefined"
@@ -99,7 +98,7 @@ def print_result(result) -> None:
     names = Text("", style="dim")
     for key in MODELS:
         row = m["models"][key]
-        names.append(f"{TITLES[key]}: {row['name']} ({row['mode']})" + ("\n" if key != MODELS[-1] else ""))
+        names.append(f"{ROLE_TITLES[key]}: {row['name']} ({row['mode']})" + ("\n" if key != MODELS[-1] else ""))
     out.print(names)
     line = verdict(gap)
     if line:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stillroom.tui.commands.common import console, stop_on_ctrl_c
+from stillroom.tui.commands.common import add_project_and_run, console, stop_on_ctrl_c
 
 NAME = "export"
 HELP = ("export a run as a LoRA adapter, merged safetensors, a GGUF for llama.cpp (checked on the test "
@@ -11,8 +11,7 @@ HELP = ("export a run as a LoRA adapter, merged safetensors, a GGUF for llama.cp
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("path", type=Path, help="project folder")
-    parser.add_argument("--run", dest="run_id", default=None, metavar="RUN", help="run id (default: the latest run)")
+    add_project_and_run(parser)
     parser.add_argument("--format", "-f", dest="fmt", required=True,
                         choices=("adapter", "merged", "gguf", "ollama"), help="what to write")
     parser.add_argument("--quant", choices=("f16", "q8_0"), default="q8_0", help="GGUF weight type")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stillroom.tui.commands.common import console, fmt_seconds, stop_on_ctrl_c
+from stillroom.tui.commands.common import console, stop_on_ctrl_c
+from stillroom.tui.format import fmt_seconds
 
 NAME = "generate"
 HELP = "let the teacher write training rows until data/synthetic.jsonl holds N kept rows (resumable)"

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from stillroom.tui.commands.common import console, fmt_seconds, stop_on_ctrl_c
+from stillroom.tui.commands.common import console, stop_on_ctrl_c
+from stillroom.tui.format import fmt_seconds
 
 NAME = "train"
 HELP = ("fine-tune the student on the seeds and kept rows (LoRA by default) into runs/<run-id>/; "

@@ -11,8 +11,8 @@ from textual.widgets import Footer, Static
 
 from stillroom import themes
 from stillroom.core.compare import is_right, word_diff
-
-COLUMNS = (("teacher", "teacher"), ("base", "base student"), ("tuned", "tuned student"))
+from stillroom.core.evaluate import MODELS
+from stillroom.core.models import ROLE_TITLES
 
 
 def marked(app, text: str, other: str) -> Text:
@@ -53,7 +53,7 @@ class AnswersDialog(ModalScreen[None]):
         with Vertical():
             yield VerticalScroll(Static("", id="answers-input"), id="answers-head")
             with Horizontal(id="answers-cols"):
-                for key, _title in COLUMNS:
+                for key in MODELS:
                     yield VerticalScroll(Static("", id=f"answer-{key}"), id=f"col-{key}", classes="answer")
             yield Static("highlighted: words that differ from the reference", id="answers-hint")
         yield Footer()
@@ -70,7 +70,8 @@ class AnswersDialog(ModalScreen[None]):
         head.append("reference\n", style="bold")
         head.append(row.get("reference", ""))
         self.query_one("#answers-input", Static).update(head)
-        for key, title in COLUMNS:
+        for key in MODELS:
+            title = ROLE_TITLES[key]
             out = row.get("outputs", {}).get(key) or {}
             right = is_right(row, key)
             column = self.query_one(f"#col-{key}")

@@ -13,8 +13,8 @@ from textual.widgets import Checkbox, Footer, ProgressBar, RadioButton, RadioSet
 
 from stillroom import themes
 from stillroom.core import events as ev
-from stillroom.tui import jobs
-from stillroom.tui.bridge import JobEnded, JobEvent, run_job
+from stillroom.tui.bridge import JobEnded, JobEvent, job_done, run_job
+from stillroom.tui.format import fmt_float, fmt_seconds
 
 FORMATS = [
     ("adapter", "LoRA adapter (PEFT)", "the adapter folder as training saved it; small, needs the base model"),
@@ -27,7 +27,7 @@ FORMATS = [
 def check_line(check: dict) -> str:
     metric = check.get("metric", "score")
     return (f"GGUF check on {check.get('examples', 0)} test examples: {metric} "
-            f"{jobs.fmt_float(check.get('gguf'))} (GGUF) vs {jobs.fmt_float(check.get('merged'))} (merged), "
+            f"{fmt_float(check.get('gguf'))} (GGUF) vs {fmt_float(check.get('merged'))} (merged), "
             f"answers agree {check.get('agreement', 0) * 100:.0f}%")
 
 
@@ -120,7 +120,7 @@ class ExportDialog(ModalScreen[None]):
         self.app.set_job(f"exporting {fmt}")
         from stillroom.core.job_kinds import export_job, export_result
         # The merge, the conversion and the GGUF check (llama.cpp) run in the job's own process.
-        job = self.job = export_job(self.app.project.root, self.run_id, fmt, quant=quant, check=check)
+        job = self.job = export_job(self.app.workbench.project.root, self.run_id, fmt, quant=quant, check=check)
         self.exporting = True
         run_job(self, "export", lambda on_event: export_result(job.run(on_event)))
         self.tick()
@@ -144,7 +144,7 @@ class ExportDialog(ModalScreen[None]):
     def tick(self) -> None:
         if self.started_at is None:
             return
-        self.query_one("#export-elapsed", Static).update(jobs.fmt_seconds(time.monotonic() - self.started_at)
+        self.query_one("#export-elapsed", Static).update(fmt_seconds(time.monotonic() - self.started_at)
                                                          if self.running else "")
         if self.running:
             self.query_one("#export-status", Static).update(Text(self.stage))
@@ -155,7 +155,7 @@ class ExportDialog(ModalScreen[None]):
         message.stop()
         self.exporting = False
         self.app.set_job("")
-        elapsed = jobs.fmt_seconds(time.monotonic() - (self.started_at or time.monotonic()))
+        elapsed = fmt_seconds(time.monotonic() - (self.started_at or time.monotonic()))
         bar = self.query_one("#export-progress", ProgressBar)
         status = self.query_one("#export-status", Static)
         from stillroom.core.errors import Cancelled
@@ -170,8 +170,8 @@ class ExportDialog(ModalScreen[None]):
             if self.result.check:
                 text.append(check_line(self.result.check), style="bold")
             self.query_one("#export-result", Static).update(text)
-            jobs.job_done(self.app, self, f"Export ({self.result.format}) of {self.run_id} done in {elapsed}.",
-                          title="Export")
+            job_done(self, f"Export ({self.result.format}) of {self.run_id} done in {elapsed}.",
+                     title="Export")
         elif isinstance(message.error, Cancelled):
             status.update("stopped")
             bar.update(total=1, progress=0)

@@ -1,5 +1,8 @@
-"""What every workbench screen shares: the header on top, the footer with its keys at the bottom."""
+"""What every workbench screen shares: the header on top, the footer with its keys at the bottom, the
+session's state (`workbench`), and the hooks the app calls on every screen it has built."""
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
 from textual.screen import Screen
@@ -7,12 +10,25 @@ from textual.widgets import Footer
 
 from stillroom.tui.widgets.header import WorkbenchHeader
 
+if TYPE_CHECKING:
+    from stillroom.core.project import Project
+    from stillroom.tui.workbench import Workbench
+
 
 class WorkbenchScreen(Screen):
     """Subclasses set MODE and LABEL and write `compose_body`; `flush` saves anything pending."""
 
     MODE = ""
     LABEL = ""
+
+    @property
+    def workbench(self) -> "Workbench":
+        return self.app.workbench
+
+    @property
+    def project(self) -> "Project":
+        """The open project (every screen but Projects is built only while one is open)."""
+        return self.app.workbench.project
 
     def compose(self) -> ComposeResult:
         yield self.app.make_header(self.MODE)

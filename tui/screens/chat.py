@@ -23,9 +23,11 @@ from stillroom.core import events as ev
 from stillroom.core.backends.base import SamplingParams
 from stillroom.core.errors import StillroomError
 from stillroom.core.jobs import JobCrashed
-from stillroom.tui import jobs
-from stillroom.tui.bridge import JobEnded, JobEvent, run_job
+from stillroom.core.models import ROLE_TITLES
+from stillroom.tui.bridge import JobEnded, JobEvent, job_done, run_job
+from stillroom.tui.format import fmt_seconds
 from stillroom.tui.screens.base import WorkbenchScreen
+from stillroom.tui.widgets import run_picker
 from stillroom.tui.widgets.chat_column import ChatColumn
 
 NO_RUN = "__base__"
@@ -76,10 +78,6 @@ class ChatScreen(WorkbenchScreen):
         self.first_token: dict = {}                 # column -> perf_counter of its first token
         self.sent_at: float | None = None
 
-    @property
-    def project(self):
-        return self.app.project
-
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="chat-top"):
             yield Label("run")
@@ -92,43 +90,37 @@ class ChatScreen(WorkbenchScreen):
                         compact=True, type="integer")
             yield Static("", id="chat-state")
         with Horizontal(id="chat-cols"):
-            yield ChatColumn("teacher", "teacher", id="col-teacher")
-            yield ChatColumn("tuned", "tuned student", id="col-tuned")
-            yield ChatColumn("base", "base student", id="col-base")
+            for column in chat_core.COLUMNS:
+                yield ChatColumn(column, ROLE_TITLES[column], id=f"col-{column}")
         yield Input("", id="prompt", placeholder="Ask the teacher and the student…  (enter sends, esc stops)")
 
     def on_mount(self) -> None:
-        self.load_runs(jobs.selected_run(self.app))
+        self.load_runs(self.workbench.selected_run)
         self.set_interval(0.5, self.tick)
         self.query_one("#prompt", Input).focus()
 
     # ------------------------------------------------------------------ runs
     def load_runs(self, prefer: str | None = None) -> None:
-        from stillroom.core.runs import list_runs
-        try:
-            runs = [r.run_id for r in list_runs(self.project) if r.output_dir is not None]
-        except Exception:  # noqa: BLE001
-            runs = []
+        runs = [r.run_id for r in run_picker.finished_runs(self.project)]
+        choice = run_picker.first_of(runs, prefer, self.run_id, runs[-1] if runs else None) or NO_RUN
         options = [(r, r) for r in reversed(runs)] + [("no run: the untrained student", NO_RUN)]
-        select = self.query_one("#chat-run", Select)
-        choice = prefer if prefer in runs else (self.run_id if self.run_id in runs else
-                                                (runs[-1] if runs else NO_RUN))
-        with self.prevent(Select.Changed):
-            select.set_options(options)
-            select.value = choice
+        run_picker.fill(self, self.query_one("#chat-run", Select), options, choice)
         self.use_run(choice)
 
     def use_run(self, run_id: str) -> None:
         run_id = None if run_id == NO_RUN else run_id
         changed = run_id != self.run_id or self.conversation is None
         self.run_id = run_id
-        tuned = self.query_one("#col-tuned", ChatColumn)
-        tuned.set_title("tuned student" if run_id else "student (untrained)", run_id or "")
+        self.query_one("#col-tuned", ChatColumn).set_title(self.title_of("tuned"), run_id or "")
         if run_id is None and self.has_class("with-base"):
             self.remove_class("with-base")
         if changed:
             self.close_jobs("students")
             self.new_conversation()
+
+    def title_of(self, column: str) -> str:
+        """A column's title: without a run the student column is the untrained student."""
+        return "student (untrained)" if column == "tuned" and self.run_id is None else ROLE_TITLES[column]
 
     def on_run_selected(self, run_id: str | None) -> None:
         if self.is_mounted and not self.streaming and run_id and run_id != self.run_id:
@@ -217,7 +209,7 @@ class ChatScreen(WorkbenchScreen):
             job = self.chat_jobs.get(group)
             if job is None:
                 job = chat_job(self.project.root, group, run_id=self.run_id,
-                               teacher_factory=self.app.teacher_factory if group == "teacher" else None)
+                               teacher_factory=self.workbench.teacher_factory if group == "teacher" else None)
                 self.chat_jobs[group] = job.start()
             return job
 
@@ -263,9 +255,7 @@ class ChatScreen(WorkbenchScreen):
             column.note(event.message)
         elif isinstance(event, ev.ModelReady):
             column.note("")
-            title = {"teacher": "teacher", "tuned": "tuned student" if self.run_id else "student (untrained)",
-                     "base": "base student"}[column_name]
-            column.set_title(title, event.name)
+            column.set_title(self.title_of(column_name), event.name)
 
     def on_job_ended(self, message: JobEnded) -> None:
         if not message.job.startswith("chat-"):
@@ -286,18 +276,18 @@ class ChatScreen(WorkbenchScreen):
             column.finish(stats, note)
         else:
             column.finish("failed", "no answer")
-            self.app.show_error(message.error, f"The {chat_core.TITLES[column_name]} could not answer")
+            self.app.show_error(message.error, f"The {ROLE_TITLES[column_name]} could not answer")
         self.streaming.discard(column_name)
         if not self.streaming:
             self.sent_at = None
             if self.app.screen is not self:
-                jobs.job_done(self.app, self, "Both models have answered.", title="Chat")
+                job_done(self, "Both models have answered.", title="Chat")
         self.tick()
 
     def tick(self) -> None:
         state = ""
         if self.streaming and self.sent_at is not None:
-            state = f"answering… {jobs.fmt_seconds(time.monotonic() - self.sent_at)}"
+            state = f"answering… {fmt_seconds(time.monotonic() - self.sent_at)}"
         elif self.conversation is not None and len(self.conversation):
             state = f"{len(self.conversation)} exchange{'s' if len(self.conversation) != 1 else ''}"
         self.query_one("#chat-state", Static).update(Text(state))

@@ -19,21 +19,18 @@ from stillroom import themes
 from stillroom.core import compare
 from stillroom.core import events as ev
 from stillroom.core.errors import StillroomError
-from stillroom.tui import jobs
-from stillroom.tui.bridge import JobEnded, JobEvent, run_job
+from stillroom.core.evaluate import MODELS
+from stillroom.core.models import ROLE_TITLES
+from stillroom.tui.bridge import JobEnded, JobEvent, job_done, run_job
+from stillroom.tui.format import fmt_float, fmt_percent, fmt_seconds, one_line
 from stillroom.tui.screens.base import WorkbenchScreen
+from stillroom.tui.widgets import run_picker
 
 FILTER_KEYS = [("a", "all"), ("w", "student-wrong"), ("t", "teacher-right"), ("d", "disagree")]
 CHIPS = {"all": "all", "student-wrong": "student wrong", "teacher-right": "teacher right, student wrong",
          "disagree": "disagree with teacher"}
 KEY_NAMES = {"all": "All", "student-wrong": "Student wrong", "teacher-right": "Only teacher right",
              "disagree": "Disagree"}
-MODEL_TITLES = {"teacher": "teacher", "base": "base", "tuned": "tuned"}
-
-
-def one_line(text: str, width: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 class CompareScreen(WorkbenchScreen):
@@ -78,10 +75,6 @@ class CompareScreen(WorkbenchScreen):
         self.input_width = 38
         self.answer_width: int | None = None
 
-    @property
-    def project(self):
-        return self.app.project
-
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="cmp-top"):
             yield Label("run")
@@ -105,8 +98,8 @@ class CompareScreen(WorkbenchScreen):
         table.add_column("#", key="n", width=4)
         table.add_column("input", key="input", width=self.input_width)
         table.add_column("reference", key="reference", width=answer)
-        for key in ("teacher", "base", "tuned"):
-            table.add_column(MODEL_TITLES[key], key=key, width=answer)
+        for key in MODELS:
+            table.add_column(key, key=key, width=answer)        # a role's key is its short title
 
     def on_resize(self, event) -> None:
         if getattr(self, "answer_width", None) is not None:
@@ -116,7 +109,7 @@ class CompareScreen(WorkbenchScreen):
     def on_mount(self) -> None:
         table = self.query_one("#cmp-table", DataTable)
         self.set_columns(self.app.size.width)
-        self.load_runs(jobs.selected_run(self.app))
+        self.load_runs(self.workbench.selected_run)
         # The state line is drawn when the state changes; the clock only redraws it while evaluating (a
         # clock that also wrote the idle line made the picture depend on how long the screen had been up).
         self.set_interval(1.0, lambda: self.tick() if self.running else None)
@@ -127,27 +120,15 @@ class CompareScreen(WorkbenchScreen):
 
     # ------------------------------------------------------------------ runs
     def load_runs(self, prefer: str | None = None) -> None:
-        from stillroom.core.runs import list_runs
-        try:
-            runs = [r for r in list_runs(self.project) if r.output_dir is not None]
-        except Exception:  # noqa: BLE001
-            runs = []
-        select = self.query_one("#cmp-run", Select)
-        options = []
-        for r in reversed(runs):
-            options.append((f"{r.run_id}{'' if r.evaluated else ' (not evaluated)'}", r.run_id))
-        with self.prevent(Select.Changed):
-            # The prompt is also the list's first line: with runs to choose from it must not say there are none.
-            select.prompt = "choose a run" if options else "no finished run yet"
-            select.set_options(options)
+        runs = run_picker.finished_runs(self.project)
         ids = [r.run_id for r in runs]
-        choice = prefer if prefer in ids else (self.run_id if self.run_id in ids else None)
-        if choice is None:
-            evaluated = [r.run_id for r in runs if r.evaluated]
-            choice = evaluated[-1] if evaluated else (ids[-1] if ids else None)
-        if choice is not None:
-            with self.prevent(Select.Changed):
-                select.value = choice
+        evaluated = [r.run_id for r in runs if r.evaluated]
+        choice = run_picker.first_of(ids, prefer, self.run_id, evaluated[-1] if evaluated else None,
+                                     ids[-1] if ids else None)
+        options = [(f"{r.run_id}{'' if r.evaluated else ' (not evaluated)'}", r.run_id) for r in reversed(runs)]
+        # The prompt is also the list's first line: with runs to choose from it must not say there are none.
+        run_picker.fill(self, self.query_one("#cmp-run", Select), options, choice,
+                        prompt="choose a run" if options else "no finished run yet")
         self.show_run(choice)
 
     def on_run_selected(self, run_id: str | None) -> None:
@@ -156,7 +137,7 @@ class CompareScreen(WorkbenchScreen):
 
     def on_screen_resume(self) -> None:
         if not self.running:
-            self.load_runs(jobs.selected_run(self.app) or self.run_id)
+            self.load_runs(self.workbench.selected_run or self.run_id)
 
     def on_select_changed(self, event: Select.Changed) -> None:
         value = event.select.value          # the current value: a queued Changed may be stale
@@ -208,10 +189,10 @@ class CompareScreen(WorkbenchScreen):
             return
         m = self.result.metrics
         head = m["headline"]
-        for key in ("teacher", "base", "tuned"):
+        for key in MODELS:
             value = m["models"][key].get(head)
-            text.append(f"{MODEL_TITLES[key]} ", style=muted)
-            text.append(jobs.fmt_float(value), style="bold")
+            text.append(f"{key} ", style=muted)
+            text.append(fmt_float(value), style="bold")
             text.append("  ·  ", style=muted)
         gap = m["gap_closed"]
         text.append("gap closed ", style=muted)
@@ -245,7 +226,7 @@ class CompareScreen(WorkbenchScreen):
         for row in self.shown:
             cells = [Text(str(row.get("index", ""))), Text(one_line(row.get("input", ""), self.input_width)),
                      Text(one_line(row.get("reference", ""), self.answer_width))]
-            for key in ("teacher", "base", "tuned"):
+            for key in MODELS:
                 ok = compare.is_right(row, key)
                 cell = Text("✓ " if ok else "✗ ", style=right if ok else wrong)
                 cell.append(one_line(compare.answer(row, key), self.answer_width - 2) or "(empty)")
@@ -261,11 +242,11 @@ class CompareScreen(WorkbenchScreen):
             if self.result is not None:
                 text.append("No example matches this filter.", style=muted)
         else:
-            text.append(" ".join(row.get("input", "").split()), style="")
+            text.append(one_line(row.get("input", "")), style="")
             text.append("\nreference ", style=muted)
             text.append(row.get("reference", ""), style="bold")
-            for key in ("teacher", "base", "tuned"):
-                text.append(f"  {MODEL_TITLES[key]} ", style=muted)
+            for key in MODELS:
+                text.append(f"  {key} ", style=muted)
                 text.append(one_line(compare.answer(row, key), 30) or "(empty)")
             text.append("\nenter: the three answers in full, side by side", style=muted)
         self.query_one("#cmp-preview", Static).update(text)
@@ -327,7 +308,7 @@ class CompareScreen(WorkbenchScreen):
             self.app.push_screen(ConfirmDialog("An evaluation is running. Stop it and start again? Its answers "
                                                "so far are discarded.", yes="Restart", no="Keep it"), answered)
             return
-        if getattr(self.app, "generating", False):
+        if self.workbench.generating:
             self.notify("The teacher is generating; evaluate when it is done (or paused).", severity="warning")
             return
         self.begin()
@@ -342,7 +323,7 @@ class CompareScreen(WorkbenchScreen):
         root = self.project.root
         # The students and the teacher load in the job's own process, which keeps the interface
         # responsive while torch and llama.cpp take every core, and survives a crash in either.
-        job = self.job = evaluation_job(root, self.run_id, teacher_factory=self.app.teacher_factory)
+        job = self.job = evaluation_job(root, self.run_id, teacher_factory=self.workbench.teacher_factory)
         self.evaluating = True
         self.started_at = time.monotonic()
         self.progress_text = "starting…"
@@ -367,7 +348,7 @@ class CompareScreen(WorkbenchScreen):
         if self.started_at is None:
             state = ""
         else:
-            elapsed = jobs.fmt_seconds(time.monotonic() - self.started_at)
+            elapsed = fmt_seconds(time.monotonic() - self.started_at)
             state = f"{self.progress_text}  {elapsed}" if self.running else self.progress_text
         if not self.running and self.result is not None and not state:
             state = "e evaluates again"
@@ -381,8 +362,7 @@ class CompareScreen(WorkbenchScreen):
         if isinstance(event, ev.Status):
             self.progress_text = event.message
         elif isinstance(event, ev.EvalProgress):
-            titles = {"teacher": "teacher", "base": "base student", "tuned": "tuned student", "judge": "judge"}
-            self.progress_text = f"{titles.get(event.model, event.model)} {event.done}/{event.total}"
+            self.progress_text = f"{ROLE_TITLES.get(event.model, event.model)} {event.done}/{event.total}"
             self.query_one("#cmp-progress", ProgressBar).update(total=max(1, event.total), progress=event.done)
         self.tick()
 
@@ -393,7 +373,7 @@ class CompareScreen(WorkbenchScreen):
         self.evaluating = False
         self.app.set_job("")
         self.remove_class("-running")
-        elapsed = jobs.fmt_seconds(time.monotonic() - (self.started_at or time.monotonic()))
+        elapsed = fmt_seconds(time.monotonic() - (self.started_at or time.monotonic()))
         bar = self.query_one("#cmp-progress", ProgressBar)
         from stillroom.core.errors import Cancelled
         if message.error is None:
@@ -404,8 +384,8 @@ class CompareScreen(WorkbenchScreen):
             self.result = result
             self.load_runs(result.run_id)
             gap = result.metrics["gap_closed"].get("value")
-            jobs.job_done(self.app, self, f"Evaluation of {result.run_id} done: gap closed "
-                          f"{'undefined' if gap is None else f'{gap * 100:.0f}%'} ({elapsed}).", title="Compare")
+            job_done(self, f"Evaluation of {result.run_id} done: gap closed "
+                     f"{fmt_percent(gap, 'undefined')} ({elapsed}).", title="Compare")
         elif isinstance(message.error, Cancelled):
             self.progress_text = "stopped"
             bar.update(total=1, progress=0)

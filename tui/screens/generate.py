@@ -15,17 +15,9 @@ from stillroom.core import events as ev
 from stillroom.core import records
 from stillroom.core.errors import StillroomError
 from stillroom import themes
+from stillroom.tui.format import fmt_seconds, one_line
 from stillroom.tui.screens.base import WorkbenchScreen
 from stillroom.tui.widgets.stream_view import StreamView
-
-
-def fmt_seconds(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds or seconds == float("inf"):
-        return "--:--"
-    seconds = int(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 def row_summary(row: dict | None, title: str, reason: str = "", reason_style: str = "") -> Text:
@@ -38,7 +30,7 @@ def row_summary(row: dict | None, title: str, reason: str = "", reason_style: st
     if reason:
         text.append(f"  {reason}", style=reason_style)
     text.append("\n")
-    text.append(" ".join(records.user_text(row).split()))
+    text.append(one_line(records.user_text(row)))
     if row["messages"][-1]["role"] == "assistant":
         text.append("\n⇒ ", style="dim")
         text.append(records.answer_text(row), style="bold")
@@ -70,10 +62,6 @@ class GenerateScreen(WorkbenchScreen):
         self.last_rejected: dict | None = None
         self._recent_tokens: deque = deque()      # (time, tokens) streamed in the last few seconds
         self._last_rate = 0.0
-
-    @property
-    def project(self):
-        return self.app.project
 
     def compose_body(self) -> ComposeResult:
         gen = self.project.config.generation
@@ -199,7 +187,7 @@ class GenerateScreen(WorkbenchScreen):
         return target, config
 
     def action_start(self) -> None:
-        if self.app.generating:
+        if self.workbench.generating:
             self.notify("Generation is already running.")
             return
         try:
@@ -219,19 +207,19 @@ class GenerateScreen(WorkbenchScreen):
         self._recent_tokens.clear()
         self._last_rate = 0.0
         self.state = "running"
-        self.app.start_generation(target)
+        self.workbench.start_generation(target)
         self.refresh_all()
         self.query_one("#stream").focus()
 
     def action_pause(self) -> None:
-        if self.app.generating:
-            self.app.pause_generation()
+        if self.workbench.generating:
+            self.workbench.pause_generation()
             self.state = "pausing…"
             self.refresh_rates()
 
     def action_stop(self) -> None:
-        if self.app.generating:
-            self.app.stop_generation()
+        if self.workbench.generating:
+            self.workbench.stop_generation()
             self.state = "stopping…"
             self.refresh_rates()
 
@@ -258,7 +246,7 @@ class GenerateScreen(WorkbenchScreen):
             stream.begin(event.index, event.label)
         elif isinstance(event, (ev.ExampleAccepted, ev.ExampleRejected)):
             kept = isinstance(event, ev.ExampleAccepted)
-            stream.verdict(kept, event.row.get("reason", ""), _candidate(event.row))
+            stream.verdict(kept, event.row.get("reason", ""), records.synthetic_index(event.row))
             if kept:
                 self.last_kept = event.row
             else:
@@ -290,9 +278,3 @@ class GenerateScreen(WorkbenchScreen):
             self.state = "paused"
         self.started_at = None if self.state == "done" else self.started_at
         self.refresh_all()
-
-
-def _candidate(row: dict) -> int | None:
-    """The candidate index of a generated row (ids are syn-<index>)."""
-    rid = str(row.get("id", ""))
-    return int(rid[4:]) if rid.startswith("syn-") and rid[4:].isdigit() else None

@@ -12,6 +12,7 @@ from stillroom.core import events as ev
 from stillroom.core.errors import StillroomError
 from stillroom.core.review import GLYPHS, ReviewSet, parse_filter
 from stillroom import themes
+from stillroom.tui.format import messages_text
 from stillroom.tui.screens.base import WorkbenchScreen
 from stillroom.tui.widgets.label_bars import LabelBars
 from stillroom.tui.widgets.row_table import RowTable, header_text
@@ -36,9 +37,9 @@ def row_detail(row: dict, error_style: str = "") -> Text:
     facts += [f"{k}: {v}" for k, v in scores.items()]
     if facts:
         out.append("\n" + " · ".join(facts), style="dim")
-    for message in row.get("messages", []):
-        out.append(f"\n{message['role']:>9}  ", style="bold")
-        out.append(message["content"])
+    if row.get("messages"):
+        out.append("\n")
+        out.append(messages_text(row["messages"]))
     return out
 
 
@@ -66,10 +67,6 @@ class ReviewScreen(WorkbenchScreen):
         self._filter_timer: Timer | None = None
         self._deferred = False
         self.filter_text = ""
-
-    @property
-    def project(self):
-        return self.app.project
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="review-filter"):
@@ -154,7 +151,7 @@ class ReviewScreen(WorkbenchScreen):
         widget = self.query_one("#save-state", Static)
         if rs is None or not rs.dirty:
             widget.update(Text("all changes saved", style="dim"))
-        elif self.app.generating:
+        elif self.workbench.generating:
             widget.update(Text("changes wait until generation pauses, then save", style="bold"))
         else:
             widget.update(Text("saving…", style="dim"))
@@ -290,7 +287,7 @@ class ReviewScreen(WorkbenchScreen):
         if rs is None or not rs.dirty:
             self.refresh_save_state()
             return
-        if self.app.generating:
+        if self.workbench.generating:
             self._deferred = True
             self.refresh_save_state()
             return

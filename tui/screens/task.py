@@ -17,12 +17,8 @@ from stillroom.core.config import TASK_TYPES, parse_config, render_toml
 from stillroom.core.errors import StillroomError
 from stillroom.core.project import text_id
 from stillroom import themes
+from stillroom.tui.format import messages_text, one_line
 from stillroom.tui.screens.base import WorkbenchScreen
-
-
-def one_line(text: str, width: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[:width - 1] + "…"
 
 
 def row_detail(row: dict | None, where: str = "") -> Text:
@@ -31,10 +27,8 @@ def row_detail(row: dict | None, where: str = "") -> Text:
     out = Text()
     if where:
         out.append(where + "\n", style="dim")
-    for message in row["messages"]:
-        out.append(f"{message['role']:>9}  ", style="bold")
-        out.append(message["content"])
-        out.append("\n")
+    out.append(messages_text(row["messages"]))
+    out.append("\n")
     return out
 
 
@@ -65,10 +59,6 @@ class TaskScreen(WorkbenchScreen):
         self.undo_stack: list[tuple[str, list, list | None]] = []
         self._save_timer: Timer | None = None
         self._config_problem: str | None = None
-
-    @property
-    def project(self):
-        return self.app.project
 
     # ------------------------------------------------------------------ layout
     def compose_body(self) -> ComposeResult:

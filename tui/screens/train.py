@@ -6,7 +6,6 @@ can be resumed (r) from the runs list.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 
 from rich.text import Text
@@ -19,8 +18,8 @@ from stillroom import themes
 from stillroom.core import events as ev
 from stillroom.core.errors import StillroomError
 from stillroom.core.runs import eval_summary
-from stillroom.tui import jobs
-from stillroom.tui.bridge import JobEnded, JobEvent, run_job
+from stillroom.tui.bridge import JobEnded, JobEvent, job_done, run_job
+from stillroom.tui.format import fmt_float, fmt_percent, fmt_seconds
 from stillroom.tui.screens.base import WorkbenchScreen
 from stillroom.tui.widgets.loss_chart import LossChart
 
@@ -84,10 +83,6 @@ class TrainScreen(WorkbenchScreen):
         self.view = None          # (RunSummary, metrics lines) of the highlighted run while idle
         self.last_at = 0.0        # when the last step arrived (elapsed keeps counting between steps)
 
-    @property
-    def project(self):
-        return self.app.project
-
     # ------------------------------------------------------------------ layout
     def compose_body(self) -> ComposeResult:
         cfg = self.project.config.training
@@ -146,9 +141,9 @@ class TrainScreen(WorkbenchScreen):
                 status.stylize(themes.color(self.app, "mark-wrong"))
             table.add_row(
                 Text(run.run_id), status, f"{run.step}/{run.max_steps}",
-                jobs.fmt_float(run.final_loss), jobs.fmt_float(run.final_eval_loss),
-                jobs.fmt_float(summary.tuned) if summary else "–",
-                (f"{summary.gap * 100:.0f}%" if summary and summary.gap is not None else "–"),
+                fmt_float(run.final_loss), fmt_float(run.final_eval_loss),
+                fmt_float(summary.tuned) if summary else "–",
+                fmt_percent(summary.gap) if summary else "–",
                 key=run.run_id)
         self.query_one("#runs-title", Static).update(
             f"Runs ({len(self.runs)})   enter compare · r resume · e export · h chat")
@@ -251,8 +246,8 @@ class TrainScreen(WorkbenchScreen):
         row("epoch", f"{last.epoch:.2f}" if last else "–")
         loss = next((p[1] for p in reversed(self.query_one(LossChart).train)), None) if self.running or last \
             else None
-        row("loss", jobs.fmt_float(loss, 4), "bold")
-        row("eval loss", jobs.fmt_float(self.eval_loss, 4))
+        row("loss", fmt_float(loss, 4), "bold")
+        row("eval loss", fmt_float(self.eval_loss, 4))
         lr = self._lr
         row("lr", f"{lr:.2e}" if lr is not None else "–")
         row("tokens/s", f"{last.tokens_per_second:,.0f}" if last else "–")
@@ -261,8 +256,8 @@ class TrainScreen(WorkbenchScreen):
             elapsed = last.elapsed + time.monotonic() - self.last_at      # keeps counting between steps
         elif self.running and self.started_at is not None:
             elapsed = time.monotonic() - self.started_at
-        row("elapsed", jobs.fmt_seconds(elapsed) if elapsed is not None else "–")
-        row("eta", jobs.fmt_seconds(last.eta) if last and last.eta is not None and self.running else "–")
+        row("elapsed", fmt_seconds(elapsed) if elapsed is not None else "–")
+        row("eta", fmt_seconds(last.eta) if last and last.eta is not None and self.running else "–")
         row("checkpoint", self.checkpoint)
         if self.status:
             text.append("\n")
@@ -290,17 +285,17 @@ class TrainScreen(WorkbenchScreen):
         row("method", run.method)
         row("step", f"{run.step} / {run.max_steps}", "bold")
         row("epoch", f"{last['epoch']:.2f}" if last.get("epoch") is not None else "–")
-        row("loss", jobs.fmt_float(run.final_loss, 4), "bold")
-        row("eval loss", jobs.fmt_float(run.final_eval_loss, 4))
+        row("loss", fmt_float(run.final_loss, 4), "bold")
+        row("eval loss", fmt_float(run.final_eval_loss, 4))
         lr = last.get("learning_rate")
         row("lr", f"{lr:.2e}" if lr is not None else "–")
         tps = last.get("tokens_per_second")
         row("tokens/s", f"{tps:,.0f}" if tps else "–")
-        row("elapsed", jobs.fmt_seconds(last.get("elapsed")) if last.get("elapsed") is not None else "–")
+        row("elapsed", fmt_seconds(last.get("elapsed")) if last.get("elapsed") is not None else "–")
         summary = eval_summary(run.path)
         if summary is not None:
-            row("tuned", f"{jobs.fmt_float(summary.tuned)} {summary.metric}")
-            row("gap closed", f"{summary.gap * 100:.0f}%" if summary.gap is not None else "–")
+            row("tuned", f"{fmt_float(summary.tuned)} {summary.metric}")
+            row("gap closed", fmt_percent(summary.gap))
 
     # ------------------------------------------------------------------ settings
     def overrides(self) -> dict:
@@ -398,13 +393,13 @@ class TrainScreen(WorkbenchScreen):
         if run is None:
             self.notify("No run to compare yet.", severity="warning")
             return
-        jobs.select_run(self.app, run.run_id)
+        self.app.select_run(run.run_id)
         self.app.call_next(self.app.action_goto, "compare")
 
     def action_chat(self) -> None:
         run = self.highlighted_run()
         if run is not None and run.output_dir is not None:
-            jobs.select_run(self.app, run.run_id)
+            self.app.select_run(run.run_id)
         self.app.call_next(self.app.action_goto, "chat")
 
     def action_export(self) -> None:
@@ -474,19 +469,19 @@ class TrainScreen(WorkbenchScreen):
             self.state = "failed"
             self.status = str(message.error)
             self.app.show_error(message.error, "Training stopped")
-            jobs.job_done(self.app, self, "Training failed.", title="Train", severity="error")
+            job_done(self, "Training failed.", title="Train", severity="error")
         elif result:
             cancelled = result.get("cancelled")
             self.state = "stopped" if cancelled else "finished"
-            loss = jobs.fmt_float(result.get("final_loss"))
+            loss = fmt_float(result.get("final_loss"))
             if cancelled:
                 self.status = f"stopped at step {result['step']}; r resumes from the checkpoint"
-                jobs.job_done(self.app, self, f"Training {result['run_id']} stopped at step {result['step']} "
-                              f"(checkpoint saved).", title="Train")
+                job_done(self, f"Training {result['run_id']} stopped at step {result['step']} "
+                         f"(checkpoint saved).", title="Train")
             else:
-                self.status = f"done in {jobs.fmt_seconds(result.get('elapsed'))}: enter compares, e exports"
-                jobs.job_done(self.app, self, f"Training {result['run_id']} finished: loss {loss}, "
-                              f"{jobs.fmt_seconds(result.get('elapsed'))}.", title="Train")
+                self.status = f"done in {fmt_seconds(result.get('elapsed'))}: enter compares, e exports"
+                job_done(self, f"Training {result['run_id']} finished: loss {loss}, "
+                         f"{fmt_seconds(result.get('elapsed'))}.", title="Train")
         self.refresh_runs(select=self.run_id)
         self.refresh_numbers()
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from rich.segment import Segment
-from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
 from textual.geometry import Size
@@ -13,13 +12,10 @@ from textual.strip import Strip
 
 from stillroom import themes
 from stillroom.core.review import GLYPHS, Entry
+from stillroom.tui.format import one_line
 
 COLUMNS = [("", 2), ("", 2), ("id", 11), ("label", 12), ("reason", 15), ("len", 5), ("dup", 5)]
 STATUS_COLOUR = {"kept": "success", "pruned": "error", "rejected": "warning"}   # theme colours
-
-
-def preview(text: str) -> str:
-    return " ".join(text.split())
 
 
 def header_text(width: int) -> Text:
@@ -124,7 +120,7 @@ class RowTable(ScrollView, can_focus=True):
             line.append(cell.ljust(w) + " ")
         line.append(f"{entry.length:>5} ")
         line.append(f"{entry.dup:>4.2f} " if entry.dup else "   · ", style="dim" if entry.dup < 0.5 else "")
-        line.append(preview(entry.text)[:max(0, width - line.cell_len)])
+        line.append(one_line(entry.text)[:max(0, width - line.cell_len)])
         line.truncate(width)
         base = self.rich_style
         if row == self.cursor:

@@ -1,0 +1,43 @@
+"""How the workbench and the CLI write durations, numbers, text on one line and an example's messages.
+
+Nothing is imported at module level: `stillroom --help` imports this through the commands.
+The models' names (teacher, base student, tuned student) are core's: stillroom.core.models.ROLE_TITLES.
+"""
+from __future__ import annotations
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    """Elapsed time or ETA as m:ss or h:mm:ss; "--:--" when unknown (None, NaN, infinite)."""
+    if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return "--:--"
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def fmt_float(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def fmt_percent(share: float | None, missing: str = "–") -> str:
+    """A share (0.88) as a whole percentage ("88%")."""
+    return missing if share is None else f"{share * 100:.0f}%"
+
+
+def one_line(text, width: int | None = None) -> str:
+    """`text` with every run of whitespace made one space, cut to `width` characters with "…"."""
+    flat = " ".join(str(text).split())
+    return flat if width is None or len(flat) <= width else flat[:width - 1] + "…"
+
+
+def messages_text(messages: list[dict]):
+    """An example's messages, one a line, each after its role (model text is data: appended, never markup)."""
+    from rich.text import Text
+    out = Text()
+    for n, message in enumerate(messages):
+        if n:
+            out.append("\n")
+        out.append(f"{message['role']:>9}  ", style="bold")
+        out.append(message["content"])
+    return out
