@@ -19,8 +19,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .errors import ConfigError
+from .tasks import KINDS, task_kind
 
-TASK_TYPES = ("classification", "extraction", "qa", "generation")
+TASK_TYPES = tuple(KINDS)
 
 
 def setting(default: Any, help: str, *, choices: tuple = (), minimum: float | None = None,
@@ -277,15 +278,7 @@ def parse_config(text: str, path: Path | str = "stillroom.toml") -> ProjectConfi
 
 def _check_consistency(config: ProjectConfig, where) -> None:
     task = config.task
-    if task.type == "classification":
-        if not task.labels:
-            raise ConfigError(f"{where('task', 'labels')}: task.labels must list at least two labels "
-                              f"for a classification task")
-        if len(task.labels) < 2:
-            raise ConfigError(f"{where('task', 'labels')}: task.labels must list at least two labels, "
-                              f"got {task.labels!r}")
-        if len(set(task.labels)) != len(task.labels):
-            raise ConfigError(f"{where('task', 'labels')}: task.labels has duplicates: {task.labels!r}")
+    task_kind(task).check_config(where)
     if task.json_schema:
         try:
             schema = json.loads(task.json_schema)

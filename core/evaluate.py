@@ -27,9 +27,9 @@ from .errors import Cancelled, ConfigError, StillroomError
 from .events import EvalFinished, EvalProgress, EventSink, Status, ignore
 from .fsio import atomic_write_jsonl, atomic_write_text
 from .project import Project, text_id
-from .labeling import LabelScorer, balanced_shots
 from .models import ROLE_TITLES
 from .prompts import Prompter, ask
+from .tasks import kind_named, task_kind
 
 MODELS = ("teacher", "base", "tuned")
 
@@ -166,9 +166,9 @@ class Evaluation:
         self.on_event = on_event
         self.cancel = cancel or threading.Event()
         self.judge = self.config.evaluation.judge if judge is None else judge
-        self.spec = metrics.TaskSpec.from_config(self.config.task)
-        self.headline = metrics.headline_metric(self.config.task.type, self.config.evaluation.headline)
-        valid = set(metrics.PER_EXAMPLE[self.config.task.type]) | {"judge"}
+        self.kind = task_kind(self.config.task)
+        self.headline = self.kind.headline_metric(self.config.evaluation.headline)
+        valid = set(self.kind.per_example) | {"judge"}
         if self.headline not in valid:
             raise ConfigError(f"{project.config_path}: evaluation.headline = {self.headline!r} does not fit a "
                               f"{self.config.task.type} task; use auto or one of {', '.join(sorted(valid))}")
@@ -228,10 +228,9 @@ class Evaluation:
         prompter = Prompter(task, mode)
         total = len(self.tests)
         self.on_event(EvalProgress("teacher", 0, total))
-        if task.type == "classification" and LabelScorer.available(teacher, mode):
-            # As in generation: a base teacher's label is scored (calibrated), not sampled.
-            scorer = LabelScorer(teacher, prompter, balanced_shots(self.pool, task.labels, gen.label_shots),
-                                 task.labels, task.system_prompt)
+        # As in generation: a base teacher's label may be scored (calibrated), not sampled.
+        scorer = self.kind.label_scorer(teacher, mode, prompter, self.pool, gen.label_shots, task.system_prompt)
+        if scorer is not None:
             self.modes["teacher"] = "completion, calibrated label scoring"
             for i, row in enumerate(self.tests):
                 self._check()
@@ -280,12 +279,12 @@ class Evaluation:
         summary: dict = {}
         for key in MODELS:
             answers = [o["text"] for o in self.outputs[key]]
-            scores = [metrics.score_example(self.spec, a, ref) for a, ref in zip(answers, references)]
+            scores = [self.kind.score_example(a, ref) for a, ref in zip(answers, references)]
             if self.judge:
                 for s, o in zip(scores, self.outputs[key]):
                     s["judge"] = o.get("judge") if o.get("judge") is not None else 0.0
             per_model[key] = scores
-            agg = metrics.aggregate(self.spec, answers, references, scores)
+            agg = self.kind.aggregate(answers, references, scores)
             if self.judge:
                 agg["judge"] = metrics.mean(s["judge"] for s in scores)
                 agg["judge_unparsed"] = sum(1 for o in self.outputs[key] if o.get("judge") is None)
@@ -422,13 +421,8 @@ def verdict(gap: dict) -> str:
 
 
 def table_columns(result: dict) -> list[str]:
-    task_type = result["task_type"]
-    cols = {"classification": ["accuracy", "macro_f1", "unparseable"],
-            "extraction": ["field_f1", "json_valid", "schema_valid"],
-            "qa": ["exact_match", "token_f1", "rouge_l", "chrf"],
-            "generation": ["rouge_l", "chrf", "token_f1", "exact_match"]}[task_type]
     head = result["headline"]
-    cols = [head] + [c for c in cols if c != head]
+    cols = [head] + [c for c in kind_named(result["task_type"]).columns if c != head]
     if result.get("judge") and "judge" not in cols:
         cols.append("judge")
     return cols
@@ -461,15 +455,7 @@ def render_report(result: dict, rows: list[dict], worst: int = 5) -> str:
                      + f" | {m['seconds_per_answer']:.2f} |")
     gap = result["gap_closed"]
     lines += ["", f"**{gap_line(gap)}** — {verdict(gap)}", ""]
-    if result["task_type"] == "classification":
-        confusion = result["models"]["tuned"].get("confusion", {})
-        labels = sorted({k for row in confusion.values() for k in row} | set(confusion))
-        if confusion:
-            lines += ["## Tuned student: confusion (rows: reference, columns: answer)", "",
-                      "| reference | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
-            for ref in sorted(confusion):
-                lines.append(f"| {ref} | " + " | ".join(str(confusion[ref].get(l, 0)) for l in labels) + " |")
-            lines.append("")
+    lines += kind_named(result["task_type"]).report_lines(result)
     ranked = sorted(rows, key=lambda r: (r["outputs"]["tuned"]["score"], -r["outputs"]["teacher"]["score"],
                                          r["index"]))
     ranked = [r for r in ranked if r["outputs"]["tuned"]["score"] < 1.0][:worst]

@@ -32,10 +32,10 @@ from .errors import Cancelled, StillroomError
 from .events import (CandidateStarted, EventSink, ExampleAccepted, ExampleRejected, GenerationFinished,
                      GenerationProgress, Status, TokenStreamed, ignore)
 from .fsio import JsonlAppender, repair_torn_tail
-from .labeling import LabelScorer, balanced_shots
 from .project import Project, text_id
 from .prompts import Prompter, ask, clean_input
-from .quality import NearDupIndex, check_answer, check_input
+from .quality import NearDupIndex, check_input
+from .tasks import task_kind
 
 
 @dataclass
@@ -52,18 +52,8 @@ class GenerationResult:
 
 def usable_seeds(project: Project) -> list[dict]:
     """The seeds the teacher learns from, or a clear error when they cannot teach the task."""
-    config = project.config
     seeds = project.seeds()
-    minimum = 2 if config.task.type == "classification" else 1
-    if len(seeds) < minimum:
-        raise StillroomError(f"{project.seeds_path}: {len(seeds)} usable seed example(s); the "
-                             f"teacher needs at least {minimum} to learn the task from",
-                             "add seed examples first")
-    if config.task.type == "classification":
-        unknown = sorted({records.answer_text(r) for r in seeds} - set(config.task.labels))
-        if unknown:
-            raise StillroomError(f"{project.seeds_path}: seed answer(s) {', '.join(map(repr, unknown))} "
-                                 f"are not in task.labels ({', '.join(config.task.labels)})")
+    task_kind(project.config.task).check_seeds(seeds, project.seeds_path)
     return seeds
 
 
@@ -90,6 +80,7 @@ class Generator:
         self.cancel = cancel or threading.Event()
         self._lock = threading.Lock()        # counters and the dedup index, shared with worker threads
         self.mode = choose_mode(teacher, self.config.teacher.mode)
+        self.kind = task_kind(self.config.task)
         self.prompter = Prompter(self.config.task, self.mode)
         self.seeds = usable_seeds(project)
         self.teacher_tokens = 0
@@ -101,11 +92,8 @@ class Generator:
         if limit:
             self.concurrency = max(1, min(self.concurrency, int(limit)))
         self._local = threading.local()     # per-worker token buffer when K > 1
-        self.scorer = None
-        task = self.config.task
-        if task.type == "classification" and LabelScorer.available(teacher, self.mode):
-            shots = balanced_shots(self.seeds, task.labels, self.config.generation.label_shots)
-            self.scorer = LabelScorer(teacher, self.prompter, shots, task.labels, task.system_prompt)
+        self.scorer = self.kind.label_scorer(teacher, self.mode, self.prompter, self.seeds,
+                                             self.config.generation.label_shots, self.config.task.system_prompt)
 
     def on_event(self, event) -> None:
         with self._event_lock:
@@ -226,13 +214,9 @@ class Generator:
         request = self.prompter.answer(self._answer_shots(group), text, task.system_prompt)
         answered = self._ask(request, self._params(gen.label_temperature, gen.max_output_tokens,
                                                    sample_seed + 1), "answer", index_no)
-        reason, answer = check_answer(answered.text, self.config)
-        if reason is None and answered.finish_reason == "length" and task.type != "classification":
-            reason = "truncated"
-        if task.type == "classification":
-            meta["teacher_label"] = answer if reason is None else answered.text.strip()[:80]
-            if reason is None and gen.agreement and label and answer != label:
-                reason = "label-disagree"
+        reason, answer, notes = self.kind.check_teacher_answer(answered.text, answered.finish_reason, label,
+                                                               gen.agreement)
+        meta.update(notes)
         return self._finish(row, text, answer, reason)
 
     def _dup_check(self, row: dict, text: str, dedup: NearDupIndex) -> Optional[str]:
@@ -266,16 +250,10 @@ class Generator:
         """The worked examples shown with the inputs the teacher answers: one set per shot group, so a
         group's answer prompts differ only in the input (a prefix evaluated once), rotated between
         groups so no one example's quirks (or, for a base model, the label shown last) bias every
-        answer; for classification every label is shown equally often."""
+        answer; the task's kind may balance them (classification shows every label equally often)."""
         gen = self.config.generation
-        task = self.config.task
         rng = random.Random(f"{gen.seed}:answer-shots:{group}")
-        k = min(gen.few_shot, len(self.seeds))
-        if task.type == "classification" and task.labels:
-            shots = balanced_shots(rng.sample(self.seeds, len(self.seeds)), task.labels, k)
-            rng.shuffle(shots)
-            return shots
-        return rng.sample(self.seeds, k)
+        return self.kind.answer_shots(self.seeds, rng, min(gen.few_shot, len(self.seeds)))
 
     def _input_shots(self, group: int, rng: random.Random, label: Optional[str]) -> list[dict]:
         """Few-shot examples for writing a new input; for a label, mostly that label's seeds, so the
@@ -389,7 +367,7 @@ class Generator:
                     attempts += 1
                     run_attempts += 1
                     balance.committed(index_no, records.answer_text(row) if row["status"] == "kept"
-                                      and self.config.task.labels else None)
+                                      and self.kind.label_set else None)
                     if row["status"] == "kept":
                         kept += 1
                         run_kept += 1
@@ -419,8 +397,8 @@ class Generator:
         return result
 
     def _choose_label(self, counts: Counter, index_no: int) -> Optional[str]:
-        labels = self.config.task.labels
-        if self.config.task.type != "classification" or not labels:
+        labels = self.kind.label_set
+        if not labels:
             return None
         fewest = min(counts.get(label, 0) for label in labels)
         tied = [label for label in labels if counts.get(label, 0) == fewest]

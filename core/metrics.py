@@ -8,6 +8,8 @@ classification  answers parsed to a label (unparseable counts as wrong and is co
                 macro-F1 over the labels seen, per-label precision/recall/F1, confusion matrix
 extraction      JSON validity, schema validity, field-level precision/recall/F1 against the reference
 qa, generation  exact match (normalised), token F1, ROUGE-L (rouge-score), chrF (sacrebleu)
+
+Which of them a task reports, and its headline, belong to its kind (core/tasks.py).
 """
 from __future__ import annotations
 
@@ -18,27 +20,15 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
-from .quality import parse_json_answer, parse_label, schema_problem
+from .quality import parse_json_answer, schema_problem
 
 UNPARSEABLE = "(unparseable)"
 
-# The per-example score the gap closed is computed on, by task type.
-HEADLINES = {"classification": "accuracy", "extraction": "field_f1", "qa": "token_f1",
-             "generation": "rouge_l"}
-PER_EXAMPLE = {"classification": ("accuracy",), "extraction": ("json_valid", "schema_valid", "field_f1"),
-               "qa": ("exact_match", "token_f1", "rouge_l", "chrf"),
-               "generation": ("exact_match", "token_f1", "rouge_l", "chrf")}
 METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "unparseable": "unparseable",
                 "json_valid": "JSON valid", "schema_valid": "schema valid", "field_f1": "field F1",
                 "field_precision": "field precision", "field_recall": "field recall",
                 "exact_match": "exact match", "token_f1": "token F1", "rouge_l": "ROUGE-L", "chrf": "chrF",
                 "judge": "judge"}
-
-
-def headline_metric(task_type: str, configured: str = "auto") -> str:
-    if configured and configured != "auto":
-        return configured
-    return HEADLINES[task_type]
 
 
 # ---------------------------------------------------------------- text normalisation
@@ -179,7 +169,7 @@ def field_scores(prediction, reference) -> tuple[int, int, int]:
     return tp, len(pred), len(ref)
 
 
-def _prf(tp: int, n_pred: int, n_ref: int) -> tuple[float, float, float]:
+def prf(tp: int, n_pred: int, n_ref: int) -> tuple[float, float, float]:
     if n_pred == 0 and n_ref == 0:
         return 1.0, 1.0, 1.0
     precision = tp / n_pred if n_pred else 0.0
@@ -200,57 +190,12 @@ def extraction_example(answer: str, reference: str, schema: Optional[dict] = Non
         expected = reference
     schema_ok = valid and (schema is None or schema_problem(predicted, schema) is None)
     tp, n_pred, n_ref = field_scores(predicted, expected) if valid else (0, 0, len(flatten_fields(expected)))
-    precision, recall, f1 = _prf(tp, n_pred, n_ref)
+    precision, recall, f1 = prf(tp, n_pred, n_ref)
     return {"json_valid": float(valid), "schema_valid": float(schema_ok), "field_f1": f1,
             "field_precision": precision, "field_recall": recall, "_counts": (tp, n_pred, n_ref)}
 
 
-# ---------------------------------------------------------------- per example and per set
-
-@dataclass(frozen=True)
-class TaskSpec:
-    type: str
-    labels: tuple = ()
-    schema: Optional[dict] = None
-
-    @classmethod
-    def from_config(cls, task) -> "TaskSpec":
-        schema = json.loads(task.json_schema) if task.json_schema else None
-        return cls(task.type, tuple(task.labels), schema)
-
-
-def score_example(spec: TaskSpec, answer: str, reference: str) -> dict:
-    """Per-example scores in [0, 1] (plus `label` for classification: the parsed label or None)."""
-    if spec.type == "classification":
-        label = parse_label(answer, spec.labels) if spec.labels else (answer.strip() or None)
-        ref_label = parse_label(reference, spec.labels) if spec.labels else reference.strip()
-        return {"label": label, "accuracy": float(label is not None and label == (ref_label or reference))}
-    if spec.type == "extraction":
-        return extraction_example(answer, reference, spec.schema)
-    return {"exact_match": exact_match(answer, reference), "token_f1": token_f1(answer, reference),
-            "rouge_l": rouge_l(answer, reference), "chrf": chrf(answer, reference)}
-
-
-def aggregate(spec: TaskSpec, answers: Sequence[str], references: Sequence[str],
-              scores: Sequence[dict]) -> dict:
-    """Set-level metrics from the answers and their per-example scores."""
-    n = len(scores)
-    out: dict = {"n": n}
-    if spec.type == "classification":
-        refs = [parse_label(r, spec.labels) or r for r in references] if spec.labels else list(references)
-        out.update(classification_report([s["label"] for s in scores], refs, spec.labels))
-        return out
-    for key in PER_EXAMPLE[spec.type]:
-        out[key] = sum(s[key] for s in scores) / n if n else 0.0
-    if spec.type == "extraction":
-        tp = sum(s["_counts"][0] for s in scores)
-        n_pred = sum(s["_counts"][1] for s in scores)
-        n_ref = sum(s["_counts"][2] for s in scores)
-        out["field_precision_micro"], out["field_recall_micro"], out["field_f1_micro"] = _prf(tp, n_pred, n_ref)
-    else:
-        out["chrf_corpus"] = corpus_chrf(answers, references)
-    return out
-
+# ---------------------------------------------------------------- predictions
 
 def public_scores(scores: dict) -> dict:
     """Per-example scores without internal fields, for predictions.jsonl."""

@@ -9,10 +9,11 @@ from importlib import resources
 from pathlib import Path
 
 from . import records
-from .config import TASK_TYPES, ProjectConfig, TaskConfig, load_config, render_toml
+from .config import ProjectConfig, TaskConfig, load_config, render_toml
 from .errors import ConfigError, StillroomError
 from .fsio import atomic_write_jsonl, atomic_write_text
 from .lock import ProjectLock
+from .tasks import kind_named
 
 CONFIG_NAME = "stillroom.toml"
 
@@ -21,15 +22,6 @@ DEMO_DESCRIPTION = (
     "invoices, payment methods, prices. shipping: delivery, tracking, late, lost or damaged parcels, "
     "returns. technical: app or website errors, crashes, bugs, devices, sync. account: passwords, login "
     "details, email changes, two-factor, deleting or locking the account.")
-
-_TASK_DEFAULTS = {
-    "classification": dict(input_name="Text", output_name="Label", labels=["label_a", "label_b"]),
-    "extraction": dict(input_name="Text", output_name="JSON",
-                       json_schema='{"type": "object", "properties": {}, "required": []}'),
-    "qa": dict(input_name="Question", output_name="Answer"),
-    "generation": dict(input_name="Input", output_name="Output"),
-}
-
 
 def text_id(text: str) -> str:
     """A stable short id for a piece of text (seed ids, split membership)."""
@@ -88,8 +80,7 @@ class Project:
     def create(cls, root: Path | str, task_type: str = "classification", *, demo: bool = False,
                name: str = "") -> "Project":
         root = Path(root).expanduser()
-        if task_type not in TASK_TYPES:
-            raise ConfigError(f"unknown task type {task_type!r}; expected one of {', '.join(TASK_TYPES)}")
+        kind = kind_named(task_type)
         if (root / CONFIG_NAME).exists():
             raise StillroomError(f"{root / CONFIG_NAME}: already exists; not overwriting a project")
         if root.exists() and not root.is_dir():
@@ -112,7 +103,7 @@ class Project:
             config.training.epochs = 5.0
         else:
             config.task = replace(TaskConfig(name=name or _slug(root.name), type=task_type),
-                                  **_TASK_DEFAULTS[task_type])
+                                  **kind.new_task_settings())
         root.mkdir(parents=True, exist_ok=True)
         (root / "data").mkdir(exist_ok=True)
         if demo:

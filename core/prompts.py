@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 from . import records
 from .backends.base import Completion, SamplingParams, TextModel
 from .config import TaskConfig
+from .tasks import task_kind
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,9 @@ class Prompter:
     # ------------------------------------------------------------ header
     def _header(self, topic: str = "") -> str:
         text = self.task.description.strip() or "Examples of the task."
-        if self.task.type == "classification" and self.task.labels:
-            text += f"\n{self.out} is one of: {', '.join(self.task.labels)}."
+        rule = task_kind(self.task).answer_rule(self.out)
+        if rule:
+            text += f"\n{rule}"
         if topic:
             text += f"\nThe next {self.inp.lower()} is about: {topic}."
         return text

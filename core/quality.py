@@ -10,9 +10,10 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
-from .config import ProjectConfig
+if TYPE_CHECKING:
+    from .config import ProjectConfig
 
 _SPACE = re.compile(r"\s+")
 
@@ -153,6 +154,7 @@ def schema_problem(value, schema: dict) -> Optional[str]:
 
 
 # ---------------------------------------------------------------- checks on a candidate
+# (answers are checked by their task kind: core/tasks.py)
 
 def check_input(text: str, config: ProjectConfig) -> Optional[str]:
     """A rejection reason for a new input, or None."""
@@ -163,35 +165,12 @@ def check_input(text: str, config: ProjectConfig) -> Optional[str]:
         return "too-short"
     if len(text) > gen.max_chars:
         return "too-long"
-    if _repetitive(text):
+    if repetitive(text):
         return "repetitive"
     return None
 
 
-def check_answer(answer: str, config: ProjectConfig) -> tuple[Optional[str], str]:
-    """(rejection reason or None, normalised answer)."""
-    task = config.task
-    if not answer.strip():
-        return "empty-answer", answer
-    if task.type == "classification":
-        label = parse_label(answer, task.labels)
-        return ("label-not-in-set", answer) if label is None else (None, label)
-    if task.type == "extraction" or task.json_schema:
-        try:
-            value = parse_json_answer(answer)
-        except ValueError:
-            return "invalid-json", answer
-        if task.json_schema:
-            problem = schema_problem(value, json.loads(task.json_schema))
-            if problem:
-                return "schema-mismatch", answer
-        return None, json.dumps(value, ensure_ascii=False)
-    if _repetitive(answer):
-        return "repetitive", answer
-    return None, answer.strip()
-
-
-def _repetitive(text: str) -> bool:
+def repetitive(text: str) -> bool:
     """True for degenerate loops ("the the the ...", a phrase repeated to the token limit)."""
     words = text.split()
     if len(words) < 12:

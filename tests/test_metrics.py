@@ -1,9 +1,10 @@
+import json
 import math
 
 import pytest
 
 from stillroom.core import metrics
-from stillroom.core.metrics import TaskSpec
+from stillroom.core.tasks import Classification, Extraction, kind_named
 
 
 def test_classification_hand_computed():
@@ -21,14 +22,14 @@ def test_classification_hand_computed():
 
 
 def test_classification_answers_are_parsed_to_labels():
-    spec = TaskSpec("classification", ("billing", "shipping"))
-    assert metrics.score_example(spec, " Billing.", "billing") == {"label": "billing", "accuracy": 1.0}
-    assert metrics.score_example(spec, "shipping, I think", "billing")["accuracy"] == 0.0
-    unparsed = metrics.score_example(spec, "either shipping or billing", "billing")
+    kind = Classification(("billing", "shipping"))
+    assert kind.score_example(" Billing.", "billing") == {"label": "billing", "accuracy": 1.0}
+    assert kind.score_example("shipping, I think", "billing")["accuracy"] == 0.0
+    unparsed = kind.score_example("either shipping or billing", "billing")
     assert unparsed == {"label": None, "accuracy": 0.0}
-    scores = [metrics.score_example(spec, a, r) for a, r in
+    scores = [kind.score_example(a, r) for a, r in
               [("billing", "billing"), ("no idea", "shipping"), ("shipping", "shipping")]]
-    agg = metrics.aggregate(spec, ["billing", "no idea", "shipping"], ["billing", "shipping", "shipping"], scores)
+    agg = kind.aggregate(["billing", "no idea", "shipping"], ["billing", "shipping", "shipping"], scores)
     assert agg["accuracy"] == pytest.approx(2 / 3)
     assert agg["unparseable"] == 1
     # billing: P1 R1 F1 ; shipping: tp1 fn1 -> P1 R.5 F .667
@@ -55,23 +56,23 @@ def test_rouge_l_and_chrf():
 
 
 def test_extraction_fields():
-    spec = TaskSpec("extraction", (), {"type": "object", "required": ["name"],
-                                       "properties": {"name": {"type": "string"}}})
+    kind = Extraction((), json.dumps({"type": "object", "required": ["name"],
+                                      "properties": {"name": {"type": "string"}}}))
     ref = '{"name": "Ada Lovelace", "year": 1815, "tags": ["math", "poetry"], "addr": {"city": "London"}}'
-    perfect = metrics.score_example(spec, '```json\n{"tags": ["poetry", "math"], "name": "ada  lovelace", '
+    perfect = kind.score_example('```json\n{"tags": ["poetry", "math"], "name": "ada  lovelace", '
                                           '"year": 1815.0, "addr": {"city": "London"}}\n```', ref)
     assert perfect["json_valid"] == 1.0 and perfect["schema_valid"] == 1.0
     assert perfect["field_f1"] == pytest.approx(1.0)
     # 2 predicted fields (name right, year wrong, empty note ignored), 4 reference fields
-    partial = metrics.score_example(spec, '{"name": "Ada Lovelace", "year": 1816, "note": null}', ref)
+    partial = kind.score_example('{"name": "Ada Lovelace", "year": 1816, "note": null}', ref)
     assert partial["field_precision"] == pytest.approx(0.5)
     assert partial["field_recall"] == pytest.approx(0.25)
     assert partial["field_f1"] == pytest.approx(2 * 0.5 * 0.25 / 0.75)
-    bad = metrics.score_example(spec, "name: Ada", ref)
+    bad = kind.score_example("name: Ada", ref)
     assert bad["json_valid"] == 0.0 and bad["field_f1"] == 0.0
-    no_schema = metrics.score_example(spec, '{"year": 1815}', ref)
+    no_schema = kind.score_example('{"year": 1815}', ref)
     assert no_schema["json_valid"] == 1.0 and no_schema["schema_valid"] == 0.0
-    agg = metrics.aggregate(spec, [], [], [perfect, partial, bad])
+    agg = kind.aggregate([], [], [perfect, partial, bad])
     assert agg["json_valid"] == pytest.approx(2 / 3)
     # micro: tp 4+1+0=5, predicted 4+2+0=6, reference 4+4+4=12
     assert agg["field_precision_micro"] == pytest.approx(5 / 6)
@@ -123,7 +124,7 @@ def test_judge_prompt_and_parsing():
 
 
 def test_headline_metric_choice():
-    assert metrics.headline_metric("classification") == "accuracy"
-    assert metrics.headline_metric("extraction") == "field_f1"
-    assert metrics.headline_metric("qa", "exact_match") == "exact_match"
+    assert kind_named("classification")().headline_metric() == "accuracy"
+    assert kind_named("extraction")().headline_metric() == "field_f1"
+    assert kind_named("qa")().headline_metric("exact_match") == "exact_match"
     assert not math.isnan(metrics.mean([]))

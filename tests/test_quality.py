@@ -2,8 +2,8 @@ import random
 import string
 
 from stillroom.core.config import ProjectConfig
-from stillroom.core.quality import (NearDupIndex, check_answer, check_input, parse_json_answer, parse_label,
-                                    similarity)
+from stillroom.core.quality import NearDupIndex, check_input, parse_json_answer, parse_label, similarity
+from stillroom.core.tasks import task_kind
 
 
 def test_parse_label():
@@ -22,14 +22,16 @@ def test_parse_json_answer_allows_fences():
 def test_check_answer_by_task_type():
     config = ProjectConfig()
     config.task.labels = ["a", "b"]
-    assert check_answer("a", config) == (None, "a")
-    assert check_answer("zzz", config)[0] == "label-not-in-set"
-    assert check_answer("  ", config)[0] == "empty-answer"
+    kind = task_kind(config.task)
+    assert kind.check_answer("a") == (None, "a")
+    assert kind.check_answer("zzz")[0] == "label-not-in-set"
+    assert kind.check_answer("  ")[0] == "empty-answer"
     config.task.type = "extraction"
     config.task.json_schema = '{"type": "object", "required": ["name"]}'
-    assert check_answer('{"name": "x"}', config)[0] is None
-    assert check_answer('{"nom": "x"}', config)[0] == "schema-mismatch"
-    assert check_answer('{name', config)[0] == "invalid-json"
+    kind = task_kind(config.task)
+    assert kind.check_answer('{"name": "x"}')[0] is None
+    assert kind.check_answer('{"nom": "x"}')[0] == "schema-mismatch"
+    assert kind.check_answer('{name')[0] == "invalid-json"
 
 
 def test_check_input_rejects_loops_and_bounds():

@@ -17,6 +17,7 @@ from ..backends.base import SamplingParams
 from ..errors import Cancelled
 from ..events import EventSink, ExportProgress, Status, ignore
 from ..project import Project
+from ..tasks import task_kind
 from .files import ExportError, check_cancel, partial_path
 
 QUANTS = ("f16", "q8_0")
@@ -97,10 +98,10 @@ def check_gguf(project: Project, gguf: Path, merged: Path, *, limit: Optional[in
     from ..evaluate import student_messages, test_rows
     config = project.config
     tests = test_rows(project, limit)
-    spec = metrics.TaskSpec.from_config(config.task)
-    headline = metrics.headline_metric(config.task.type, config.evaluation.headline)
+    kind = task_kind(config.task)
+    headline = kind.headline_metric(config.evaluation.headline)
     if headline == "judge":
-        headline = metrics.HEADLINES[config.task.type]
+        headline = kind.headline
     params = SamplingParams(temperature=0.0, max_tokens=config.evaluation.max_tokens)
     convs = [student_messages(r, config.task.system_prompt) for r in tests]
     refs = [records.answer_text(r) for r in tests]
@@ -140,7 +141,7 @@ def check_gguf(project: Project, gguf: Path, merged: Path, *, limit: Optional[in
         llm.close()
     seconds["gguf"] = time.perf_counter() - start
 
-    scores = {k: [metrics.score_example(spec, a, r)[headline] for a, r in zip(v, refs)]
+    scores = {k: [kind.score_example(a, r)[headline] for a, r in zip(v, refs)]
               for k, v in answers.items()}
     same = sum(1 for a, b in zip(answers["merged"], answers["gguf"])
                if metrics.normalize_answer(a) == metrics.normalize_answer(b))

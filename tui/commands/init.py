@@ -9,9 +9,10 @@ HELP = "create a project folder (stillroom.toml, seeds.jsonl); --demo for a read
 
 def add_arguments(parser) -> None:
     from pathlib import Path
+
+    from stillroom.core.config import TASK_TYPES
     parser.add_argument("path", type=Path, help="new project folder")
-    parser.add_argument("--task-type", default="classification",
-                        choices=["classification", "extraction", "qa", "generation"])
+    parser.add_argument("--task-type", default="classification", choices=TASK_TYPES)
     parser.add_argument("--demo", action="store_true",
                         help="a support-ticket routing demo with 24 seeds and 64 test rows")
     parser.add_argument("--name", default="", help="task name (default: the folder's name)")

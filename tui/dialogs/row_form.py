@@ -1,8 +1,6 @@
 """Edit one example: system, user and assistant text, validated as you type."""
 from __future__ import annotations
 
-import json
-
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -12,7 +10,7 @@ from textual.widgets import Button, Footer, Label, Static, TextArea
 
 from stillroom.core import records
 from stillroom.core.config import TaskConfig
-from stillroom.core.quality import parse_json_answer, schema_problem
+from stillroom.core.tasks import task_kind
 
 from .confirm import ConfirmDialog
 
@@ -23,21 +21,7 @@ def problem_with(task: TaskConfig, user: str, answer: str) -> str | None:
         return "The user text is empty."
     if not answer.strip():
         return "The answer is empty."
-    if task.type == "classification" and task.labels and answer.strip() not in task.labels:
-        return f"{answer.strip()!r} is not in the label set ({', '.join(task.labels)})."
-    if task.type == "extraction" or task.json_schema:
-        try:
-            value = parse_json_answer(answer)
-        except ValueError as exc:
-            return f"The answer is not valid JSON: {exc}."
-        if task.json_schema:
-            try:
-                problem = schema_problem(value, json.loads(task.json_schema))
-            except ValueError:
-                problem = None
-            if problem:
-                return f"The answer does not match the JSON schema: {problem}."
-    return None
+    return task_kind(task).answer_problem(answer)
 
 
 class RowFormDialog(ModalScreen["list | None"]):
@@ -87,7 +71,8 @@ class RowFormDialog(ModalScreen["list | None"]):
             yield TextArea(system, id="system", soft_wrap=True, tab_behavior="focus", compact=True)
             yield Label(f"User ({task.input_name})")
             yield TextArea(user, id="user", soft_wrap=True, tab_behavior="focus", compact=True)
-            hint = f" — one of: {', '.join(task.labels)}" if task.type == "classification" and task.labels else ""
+            labels = task_kind(task).label_set
+            hint = f" — one of: {', '.join(labels)}" if labels else ""
             yield Label(f"Assistant ({task.output_name}){hint}")
             yield TextArea(answer, id="assistant", soft_wrap=True, tab_behavior="focus", compact=True)
             yield Static("", id="problem")

@@ -11,6 +11,7 @@ from textual.widgets import Input, Static
 from stillroom.core import events as ev
 from stillroom.core.errors import StillroomError
 from stillroom.core.review import GLYPHS, ReviewSet, parse_filter
+from stillroom.core.tasks import task_kind
 from stillroom import themes
 from stillroom.tui.format import messages_text
 from stillroom.tui.screens.base import WorkbenchScreen
@@ -129,7 +130,7 @@ class ReviewScreen(WorkbenchScreen):
         if table.selected:
             count.append(f" · {len(table.selected):,} selected", style="bold")
         self.query_one("#review-count", Static).update(count)
-        labels = self.project.config.task.labels if self.project.config.task.type == "classification" else []
+        labels = list(task_kind(self.project.config.task).label_set)
         self.query_one("#balance", LabelBars).show(rs.label_balance(), labels)
         counts = rs.counts()
         text = Text()

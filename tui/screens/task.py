@@ -16,6 +16,7 @@ from stillroom.core import records
 from stillroom.core.config import TASK_TYPES, parse_config, render_toml
 from stillroom.core.errors import StillroomError
 from stillroom.core.project import text_id
+from stillroom.core.tasks import kind_named, task_kind
 from stillroom import themes
 from stillroom.tui.format import messages_text, one_line
 from stillroom.tui.screens.base import WorkbenchScreen
@@ -135,7 +136,7 @@ class TaskScreen(WorkbenchScreen):
             for n, row in enumerate(rows):
                 held = name == "seeds" and text_id(records.user_text(row)) in self.held
                 answer = records.answer_text(row)
-                bad = (self.project.config.task.type == "classification"
+                bad = (task_kind(self.project.config.task).uses_labels
                        and answer not in self.project.config.task.labels)
                 table.add_row(Text(str(n + 1) + ("ʰ" if held else ""), style="dim" if held else ""),
                               Text(one_line(answer, 14), style=error if bad else ""),
@@ -156,7 +157,7 @@ class TaskScreen(WorkbenchScreen):
     def refresh_chips(self) -> None:
         task = self.project.config.task
         chips = self.query_one("#chips", Static)
-        if task.type != "classification":
+        if not task_kind(task).uses_labels:
             chips.update("")
             return
         counts = Counter(records.answer_text(r) for r in self.seeds)
@@ -389,10 +390,10 @@ class TaskScreen(WorkbenchScreen):
     # ------------------------------------------------------------------ task settings
     def _show_type_fields(self) -> None:
         task_type = self.query_one("#type", Select).value
-        classification = task_type == "classification"
+        classification = kind_named(task_type).uses_labels
         for widget_id in ("#labels", "#labels-label", "#chips"):
             self.query_one(widget_id).display = classification
-        extraction = task_type == "extraction" or bool(self.query_one("#schema", TextArea).text.strip())
+        extraction = kind_named(task_type).uses_schema or bool(self.query_one("#schema", TextArea).text.strip())
         for widget_id in ("#schema", "#schema-label"):
             self.query_one(widget_id).display = extraction
 
