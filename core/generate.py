@@ -91,7 +91,6 @@ class Generator:
         limit = concurrency_limit(teacher)
         if limit:
             self.concurrency = max(1, min(self.concurrency, int(limit)))
-        self._local = threading.local()     # per-worker token buffer when K > 1
         self.scorer = self.kind.label_scorer(teacher, self.mode, self.prompter, self.seeds,
                                              self.config.generation.label_shots, self.config.task.system_prompt)
 
@@ -291,109 +290,141 @@ class Generator:
             row["status"], row["reason"] = "rejected", reason
         return row
 
-    # ------------------------------------------------------------------ the loop
+    # ------------------------------------------------------------------ the scheduler
     def run(self, target: int) -> GenerationResult:
+        """Commit candidates in index order until `target` rows are kept, the run is stopped, or the
+        attempt budget is spent."""
         if target < 1:
             raise StillroomError(f"--count must be at least 1, got {target}")
+        state = self._resume(target)
+        self._report(state)
+        with self._workers(state), JsonlAppender(self.project.synthetic_path) as out:
+            self._schedule(state, out)
+        return self._result(state)
+
+    def _resume(self, target: int) -> _Run:
+        """The run's state from the rows already written (a torn last line repaired first)."""
         path = self.project.synthetic_path
         repaired = repair_torn_tail(path)
         if repaired:
             self.on_event(Status(f"repaired a torn last line in {path.name} ({repaired} bytes)"))
         rows = self.project.synthetic()
-        kept = sum(1 for r in rows if r.get("status") == "kept")
-        rejected = Counter(r.get("reason") or "?" for r in rows if r.get("status") == "rejected")
-        dedup = self._index(rows)
-        next_index = _next_index(rows)
-        start = time.perf_counter()
-        budget = target * self.config.generation.max_attempts_factor
-        attempts = 0
-        cancelled = False
+        kept = [r for r in rows if r.get("status") == "kept"]
+        window = 2 * self.concurrency if self.concurrency > 1 else 1
+        return _Run(target=target, budget=target * self.config.generation.max_attempts_factor,
+                    kept=len(kept),
+                    rejected=Counter(r.get("reason") or "?" for r in rows if r.get("status") == "rejected"),
+                    dedup=self._index(rows), next_index=_next_index(rows), window=window,
+                    balance=_LabelWindow(Counter(records.answer_text(r) for r in kept), window),
+                    start=time.perf_counter())
 
-        def progress():
-            elapsed = time.perf_counter() - start
-            tps = self.teacher_tokens / self.teacher_seconds if self.teacher_seconds else 0.0
-            self.on_event(GenerationProgress(kept, sum(rejected.values()), target, elapsed,
-                                             self.teacher_tokens, tps, dict(rejected)))
-
-        progress()
-        pool = None
-        if self.concurrency > 1:
-            pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="stillroom-candidate")
-        in_flight: deque = deque()        # (index, future or row): started, not committed, in index order
-        window = 2 * self.concurrency if pool is not None else 1
-        balance = _LabelWindow(Counter(records.answer_text(r) for r in rows if r.get("status") == "kept"),
-                               window)
-        run_kept = run_attempts = 0
-        failure: Optional[BaseException] = None
+    @contextmanager
+    def _workers(self, state: _Run):
+        """With K > 1, the worker threads that produce candidates; on the way out the candidates not
+        committed are dropped if the run failed or was stopped, and every worker is joined."""
+        if self.concurrency == 1:
+            yield
+            return
+        state.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="stillroom-candidate")
+        failed = True
         try:
-            with JsonlAppender(path) as out:
-                while kept < target:
-                    # Start candidates up to K running and the window, and no more than the acceptance
-                    # rate so far says are needed.
-                    rate = max(run_kept / run_attempts, 0.05) if run_attempts >= 8 else 1.0
-                    wanted = max(1, math.ceil((target - kept) / rate))
-                    running = sum(1 for _, work in in_flight if pool is not None and not work.done())
-                    while (not self.cancel.is_set() and running < self.concurrency
-                           and len(in_flight) < min(window, wanted) and attempts + len(in_flight) < budget):
-                        label = self._choose_label(balance.counts(next_index), next_index)
-                        self.on_event(CandidateStarted(next_index, label))
-                        if pool is None:
-                            work = self._produce(next_index, label, dedup)
-                        else:
-                            work = pool.submit(self._produce, next_index, label, dedup)
-                            running += 1
-                        in_flight.append((next_index, work))
-                        balance.started(next_index, label)
-                        next_index += 1
-                    if not in_flight:
-                        if self.cancel.is_set():
-                            cancelled = True
-                            break
-                        raise StillroomError(
-                            f"{path}: gave up after {attempts} candidates with {kept}/{target} kept; the "
-                            f"teacher's output keeps failing the checks ({_top(rejected)})",
-                            "look at the rejected rows, add seeds, or loosen generation settings")
-                    if pool is not None and not in_flight[0][1].done():
-                        # Wait for any candidate: a finished one frees a slot for the next.
-                        wait([w for _, w in in_flight if not w.done()], return_when=FIRST_COMPLETED)
-                        continue
-                    index_no, work = in_flight.popleft()
-                    row = work if pool is None else work.result()
-                    if row is None:           # cancelled mid-candidate: stop at the first gap
-                        cancelled = True
-                        break
-                    row = self._recheck(row, dedup)
-                    out.append(row)
-                    attempts += 1
-                    run_attempts += 1
-                    balance.committed(index_no, records.answer_text(row) if row["status"] == "kept"
-                                      and self.kind.label_set else None)
-                    if row["status"] == "kept":
-                        kept += 1
-                        run_kept += 1
-                        with self._lock:
-                            dedup.add(records.user_text(row), row["id"])
-                        self.on_event(ExampleAccepted(row))
-                    else:
-                        rejected[row["reason"]] += 1
-                        self.on_event(ExampleRejected(row, row["reason"]))
-                    progress()
-                    if kept < target and self.cancel.is_set() and not in_flight:
-                        cancelled = True
-                        break
-        except BaseException as exc:
-            failure = exc
-            raise
+            yield
+            failed = False
         finally:
-            if pool is not None:
-                if failure is not None or cancelled:
-                    for _, work in in_flight:
-                        work.cancel()
-                pool.shutdown(wait=True)
-        elapsed = time.perf_counter() - start
-        result = GenerationResult(kept, sum(rejected.values()), target, elapsed, cancelled, dict(rejected),
-                                  self.teacher_tokens, self.teacher_seconds)
-        self.on_event(GenerationFinished(kept, result.rejected, target, elapsed, cancelled))
+            if failed or state.cancelled:
+                for _, work in state.in_flight:
+                    work.cancel()
+            state.pool.shutdown(wait=True)
+
+    def _schedule(self, state: _Run, out: JsonlAppender) -> None:
+        """Fill the window, then commit the next row in index order, until done or stopped."""
+        while state.kept < state.target and not state.cancelled:
+            self._fill_window(state)
+            if not state.in_flight:
+                self._stop_or_give_up(state)
+            elif self._head_finished(state):
+                self._commit_next(state, out)
+
+    def _fill_window(self, state: _Run) -> None:
+        """Start candidates up to K running and the window, and no more than the acceptance rate so
+        far says are needed."""
+        limit = min(state.window, state.wanted())
+        running = sum(1 for _, work in state.in_flight if state.pool is not None and not work.done())
+        while (not self.cancel.is_set() and running < self.concurrency and len(state.in_flight) < limit
+               and state.attempts + len(state.in_flight) < state.budget):
+            self._start_next(state)
+            if state.pool is not None:
+                running += 1
+
+    def _start_next(self, state: _Run) -> None:
+        """Start candidate number state.next_index: in a worker with K > 1, else here and now."""
+        index_no = state.next_index
+        label = self._choose_label(state.balance.counts(index_no), index_no)
+        self.on_event(CandidateStarted(index_no, label))
+        if state.pool is None:
+            work = self._produce(index_no, label, state.dedup)
+        else:
+            work = state.pool.submit(self._produce, index_no, label, state.dedup)
+        state.in_flight.append((index_no, work))
+        state.balance.started(index_no, label)
+        state.next_index += 1
+
+    def _head_finished(self, state: _Run) -> bool:
+        """Whether the earliest candidate is done; if not, waits until any candidate is (a finished
+        one frees a slot for the next) and says False."""
+        head = state.in_flight[0][1]
+        if state.pool is None or head.done():
+            return True
+        wait([w for _, w in state.in_flight if not w.done()], return_when=FIRST_COMPLETED)
+        return False
+
+    def _commit_next(self, state: _Run, out: JsonlAppender) -> None:
+        """Append the earliest candidate's row after the final duplicate check, count it, report it."""
+        index_no, work = state.in_flight.popleft()
+        row = work if state.pool is None else work.result()
+        if row is None:                   # cancelled mid-candidate: stop at the first gap
+            state.cancelled = True
+            return
+        row = self._recheck(row, state.dedup)
+        out.append(row)
+        state.attempts += 1
+        kept = row["status"] == "kept"
+        state.balance.committed(index_no, records.answer_text(row) if kept and self.kind.label_set else None)
+        if kept:
+            state.kept += 1
+            state.run_kept += 1
+            with self._lock:
+                state.dedup.add(records.user_text(row), row["id"])
+            self.on_event(ExampleAccepted(row))
+        else:
+            state.rejected[row["reason"]] += 1
+            self.on_event(ExampleRejected(row, row["reason"]))
+        self._report(state)
+        if state.kept < state.target and self.cancel.is_set() and not state.in_flight:
+            state.cancelled = True
+
+    def _stop_or_give_up(self, state: _Run) -> None:
+        """Nothing in flight and nothing started: the run was stopped, or the attempt budget is spent."""
+        if self.cancel.is_set():
+            state.cancelled = True
+            return
+        raise StillroomError(
+            f"{self.project.synthetic_path}: gave up after {state.attempts} candidates with "
+            f"{state.kept}/{state.target} kept; the teacher's output keeps failing the checks "
+            f"({_top(state.rejected)})",
+            "look at the rejected rows, add seeds, or loosen generation settings")
+
+    def _report(self, state: _Run) -> None:
+        tps = self.teacher_tokens / self.teacher_seconds if self.teacher_seconds else 0.0
+        self.on_event(GenerationProgress(state.kept, sum(state.rejected.values()), state.target,
+                                         state.elapsed(), self.teacher_tokens, tps, dict(state.rejected)))
+
+    def _result(self, state: _Run) -> GenerationResult:
+        elapsed = state.elapsed()
+        result = GenerationResult(state.kept, sum(state.rejected.values()), state.target, elapsed,
+                                  state.cancelled, dict(state.rejected), self.teacher_tokens,
+                                  self.teacher_seconds)
+        self.on_event(GenerationFinished(state.kept, result.rejected, state.target, elapsed, state.cancelled))
         return result
 
     def _choose_label(self, counts: Counter, index_no: int) -> Optional[str]:
@@ -405,7 +436,31 @@ class Generator:
         return random.Random(f"label:{self.config.generation.seed}:{index_no}").choice(tied)
 
 
-_DUP_REASONS = ("near-dup", "exact-dup", "test-overlap")
+@dataclass
+class _Run:
+    """One run's progress: counts, the dedup index, and the candidates started but not committed."""
+    target: int
+    budget: int                         # the most candidates this run may commit
+    kept: int
+    rejected: Counter
+    dedup: NearDupIndex
+    next_index: int
+    window: int                         # candidates started but not committed, at most
+    balance: _LabelWindow
+    start: float
+    attempts: int = 0                   # committed by this run, kept or rejected
+    run_kept: int = 0                   # kept and committed by this run (with attempts, the acceptance rate)
+    cancelled: bool = False
+    pool: Optional[ThreadPoolExecutor] = None
+    in_flight: deque = field(default_factory=deque)   # (index, future or row), in index order
+
+    def wanted(self) -> int:
+        """How many more candidates the acceptance rate so far says are needed."""
+        rate = max(self.run_kept / self.attempts, 0.05) if self.attempts >= 8 else 1.0
+        return max(1, math.ceil((self.target - self.kept) / rate))
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
 
 
 class _LabelWindow:
