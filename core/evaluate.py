@@ -435,8 +435,7 @@ def _cell(metric: str, value) -> str:
 
 
 def _one_line(text: str, width: int = 160) -> str:
-    text = " ".join(str(text).split()).replace("`", "'")     # model text must not break the markdown
-    return text if len(text) <= width else text[:width - 1] + "…"
+    return records.one_line(text, width).replace("`", "'")      # model text must not break the markdown
 
 
 def render_report(result: dict, rows: list[dict], worst: int = 5) -> str:

@@ -37,10 +37,6 @@ def ask(model: TextModel, request: Request, params: SamplingParams, on_token=Non
     return model.complete(request.prompt, params, on_token=on_token, cancel=cancel)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 class Prompter:
     def __init__(self, task: TaskConfig, mode: str):
         self.task = task
@@ -75,9 +71,9 @@ class Prompter:
             return Request("chat", messages=tuple(messages))
         blocks = [self._header()]
         for row in shots:
-            blocks.append(f"{self.inp}: {_one_line(records.user_text(row))}\n"
+            blocks.append(f"{self.inp}: {records.one_line(records.user_text(row))}\n"
                           f"{self.out}: {records.answer_text(row)}")
-        blocks.append(f"{self.inp}: {_one_line(text)}\n{self.out}:")
+        blocks.append(f"{self.inp}: {records.one_line(text)}\n{self.out}:")
         return Request("completion", prompt="\n\n".join(blocks),
                        stop=("\n\n", f"\n{self.inp}:"))
 
@@ -87,7 +83,7 @@ class Prompter:
         if self.mode == "chat":
             lines = [f"Here are examples of {self.inp.lower()}s with their {self.out.lower()}:", ""]
             for row in shots:
-                lines.append(f"{self.inp}: {_one_line(records.user_text(row))}")
+                lines.append(f"{self.inp}: {records.one_line(records.user_text(row))}")
                 lines.append(f"{self.out}: {records.answer_text(row)}")
                 lines.append("")
             ask_for = f"Write one new, realistic {self.inp.lower()}, different from the examples"
@@ -104,11 +100,11 @@ class Prompter:
             # Label first, then the text: the base model writes a text that fits the label it just read.
             for row in shots:
                 blocks.append(f"{self.out}: {records.answer_text(row)}\n"
-                              f"{self.inp}: {_one_line(records.user_text(row))}")
+                              f"{self.inp}: {records.one_line(records.user_text(row))}")
             blocks.append(f"{self.out}: {label}\n{self.inp}:")
         else:
             for row in shots:
-                blocks.append(f"{self.inp}: {_one_line(records.user_text(row))}")
+                blocks.append(f"{self.inp}: {records.one_line(records.user_text(row))}")
             blocks.append(f"{self.inp}:")
         return Request("completion", prompt="\n\n".join(blocks),
                        stop=("\n", f"{self.out}:"))

@@ -119,6 +119,12 @@ def prompt_messages(row: dict) -> list:
     return row["messages"][:-1]
 
 
+def one_line(text, width: int | None = None) -> str:
+    """`text` with every run of whitespace made one space, cut to `width` characters with "…"."""
+    flat = " ".join(str(text).split())
+    return flat if width is None or len(flat) <= width else flat[:width - 1] + "…"
+
+
 def synthetic_id(index: int) -> str:
     """The id of the generated row written for candidate `index`: syn-000042."""
     return f"syn-{index:06d}"

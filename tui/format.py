@@ -1,7 +1,8 @@
-"""How the workbench and the CLI write durations, numbers, text on one line and an example's messages.
+"""How the workbench and the CLI write durations, numbers and an example's messages.
 
 Nothing is imported at module level: `stillroom --help` imports this through the commands.
-The models' names (teacher, base student, tuned student) are core's: stillroom.core.models.ROLE_TITLES.
+The models' names (teacher, base student, tuned student) are core's: stillroom.core.models.ROLE_TITLES;
+so is text on one line: stillroom.core.records.one_line.
 """
 from __future__ import annotations
 
@@ -23,12 +24,6 @@ def fmt_float(value: float | None, digits: int = 3) -> str:
 def fmt_percent(share: float | None, missing: str = "–") -> str:
     """A share (0.88) as a whole percentage ("88%")."""
     return missing if share is None else f"{share * 100:.0f}%"
-
-
-def one_line(text, width: int | None = None) -> str:
-    """`text` with every run of whitespace made one space, cut to `width` characters with "…"."""
-    flat = " ".join(str(text).split())
-    return flat if width is None or len(flat) <= width else flat[:width - 1] + "…"
 
 
 def messages_text(messages: list[dict]):

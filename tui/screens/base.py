@@ -8,6 +8,7 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer
 
+from stillroom.tui.bridge import JobEnded, JobEvent, deliver
 from stillroom.tui.widgets.header import WorkbenchHeader
 
 if TYPE_CHECKING:
@@ -66,6 +67,12 @@ class WorkbenchScreen(Screen):
 
     def on_run_selected(self, run_id: str | None) -> None:
         """The user picked `run_id` as the run Compare, Chat and Export show."""
+
+    def on_job_event(self, message: JobEvent) -> None:
+        deliver(message)          # to the handler the screen named when it ran the job (tui.bridge.run_job)
+
+    def on_job_ended(self, message: JobEnded) -> None:
+        deliver(message)
 
 
 class PlaceholderScreen(WorkbenchScreen):

@@ -11,6 +11,7 @@ import dataclasses
 import random
 import threading
 import time
+from functools import partial
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -24,7 +25,7 @@ from stillroom.core.backends.base import SamplingParams
 from stillroom.core.errors import StillroomError
 from stillroom.core.jobs import JobCrashed
 from stillroom.core.models import ROLE_TITLES
-from stillroom.tui.bridge import JobEnded, JobEvent, job_done, run_job
+from stillroom.tui.bridge import JobEnded, job_done, run_job
 from stillroom.tui.format import fmt_seconds
 from stillroom.tui.screens.base import WorkbenchScreen
 from stillroom.tui.widgets import run_picker
@@ -199,7 +200,8 @@ class ChatScreen(WorkbenchScreen):
             self.streaming.add(column)
             self.first_token.pop(column, None)
             run_job(self, f"chat-{column}",
-                    lambda on_event, c=column, stopped=self.stopped: self._ask(c, request, on_event, stopped))
+                    lambda on_event, c=column, stopped=self.stopped: self._ask(c, request, on_event, stopped),
+                    on_event=partial(self.column_event, column), on_end=partial(self.column_ended, column))
         self.tick()
 
     def _job(self, group: str):
@@ -240,13 +242,8 @@ class ChatScreen(WorkbenchScreen):
             threading.Thread(target=job.close, name="chat-job-close", daemon=True).start()
 
     # ------------------------------------------------------------------ job events
-    def on_job_event(self, message: JobEvent) -> None:
-        if not message.job.startswith("chat-"):
-            return
-        message.stop()
-        column_name = message.job[len("chat-"):]
+    def column_event(self, column_name: str, event: ev.Event) -> None:
         column = self.query_one(f"#col-{column_name}", ChatColumn)
-        event = message.event
         if isinstance(event, ev.TokenStreamed):
             self.first_token.setdefault(column_name, time.perf_counter())
             column.note("")
@@ -257,11 +254,7 @@ class ChatScreen(WorkbenchScreen):
             column.note("")
             column.set_title(self.title_of(column_name), event.name)
 
-    def on_job_ended(self, message: JobEnded) -> None:
-        if not message.job.startswith("chat-"):
-            return
-        message.stop()
-        column_name = message.job[len("chat-"):]
+    def column_ended(self, column_name: str, message: JobEnded) -> None:
         column = self.query_one(f"#col-{column_name}", ChatColumn)
         column.note("")
         result = message.result

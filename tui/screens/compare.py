@@ -21,8 +21,9 @@ from stillroom.core import events as ev
 from stillroom.core.errors import StillroomError
 from stillroom.core.evaluate import MODELS
 from stillroom.core.models import ROLE_TITLES
-from stillroom.tui.bridge import JobEnded, JobEvent, job_done, run_job
-from stillroom.tui.format import fmt_float, fmt_percent, fmt_seconds, one_line
+from stillroom.core.records import one_line
+from stillroom.tui.bridge import JobEnded, job_done, run_job
+from stillroom.tui.format import fmt_float, fmt_percent, fmt_seconds
 from stillroom.tui.screens.base import WorkbenchScreen
 from stillroom.tui.widgets import run_picker
 
@@ -330,7 +331,8 @@ class CompareScreen(WorkbenchScreen):
         self.query_one("#cmp-progress", ProgressBar).update(total=None, progress=0)
         self.app.set_job("evaluating")
         self.add_class("-running")
-        self.worker = run_job(self, "evaluate", lambda on_event: evaluation_result(root, job.run(on_event)))
+        self.worker = run_job(self, "evaluate", lambda on_event: evaluation_result(root, job.run(on_event)),
+                              on_event=self.evaluation_event, on_end=self.evaluation_ended)
         self.refresh_headline()
         self.tick()
 
@@ -354,11 +356,7 @@ class CompareScreen(WorkbenchScreen):
             state = "e evaluates again"
         self.query_one("#cmp-state", Static).update(Text(state))
 
-    def on_job_event(self, message: JobEvent) -> None:
-        if message.job != "evaluate":
-            return
-        message.stop()
-        event = message.event
+    def evaluation_event(self, event: ev.Event) -> None:
         if isinstance(event, ev.Status):
             self.progress_text = event.message
         elif isinstance(event, ev.EvalProgress):
@@ -366,10 +364,7 @@ class CompareScreen(WorkbenchScreen):
             self.query_one("#cmp-progress", ProgressBar).update(total=max(1, event.total), progress=event.done)
         self.tick()
 
-    def on_job_ended(self, message: JobEnded) -> None:
-        if message.job != "evaluate":
-            return
-        message.stop()
+    def evaluation_ended(self, message: JobEnded) -> None:
         self.evaluating = False
         self.app.set_job("")
         self.remove_class("-running")

@@ -15,7 +15,7 @@ from stillroom.core import events as ev
 from stillroom.core import records
 from stillroom.core.errors import StillroomError
 from stillroom import themes
-from stillroom.tui.format import fmt_seconds, one_line
+from stillroom.tui.format import fmt_seconds
 from stillroom.tui.screens.base import WorkbenchScreen
 from stillroom.tui.widgets.stream_view import StreamView
 
@@ -30,7 +30,7 @@ def row_summary(row: dict | None, title: str, reason: str = "", reason_style: st
     if reason:
         text.append(f"  {reason}", style=reason_style)
     text.append("\n")
-    text.append(one_line(records.user_text(row)))
+    text.append(records.one_line(records.user_text(row)))
     if row["messages"][-1]["role"] == "assistant":
         text.append("\n⇒ ", style="dim")
         text.append(records.answer_text(row), style="bold")

@@ -18,7 +18,7 @@ from stillroom.core.errors import StillroomError
 from stillroom.core.project import text_id
 from stillroom.core.tasks import kind_named, task_kind
 from stillroom import themes
-from stillroom.tui.format import messages_text, one_line
+from stillroom.tui.format import messages_text
 from stillroom.tui.screens.base import WorkbenchScreen
 
 
@@ -139,8 +139,8 @@ class TaskScreen(WorkbenchScreen):
                 bad = (task_kind(self.project.config.task).uses_labels
                        and answer not in self.project.config.task.labels)
                 table.add_row(Text(str(n + 1) + ("ʰ" if held else ""), style="dim" if held else ""),
-                              Text(one_line(answer, 14), style=error if bad else ""),
-                              Text(one_line(records.user_text(row), self._text_width)))
+                              Text(records.one_line(answer, 14), style=error if bad else ""),
+                              Text(records.one_line(records.user_text(row), self._text_width)))
             if keep and keep[0] == name:
                 target = keep[1]
             else:

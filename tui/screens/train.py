@@ -18,7 +18,7 @@ from stillroom import themes
 from stillroom.core import events as ev
 from stillroom.core.errors import StillroomError
 from stillroom.core.runs import eval_summary
-from stillroom.tui.bridge import JobEnded, JobEvent, job_done, run_job
+from stillroom.tui.bridge import JobEnded, job_done, run_job
 from stillroom.tui.format import fmt_float, fmt_percent, fmt_seconds
 from stillroom.tui.screens.base import WorkbenchScreen
 from stillroom.tui.widgets.loss_chart import LossChart
@@ -373,7 +373,7 @@ class TrainScreen(WorkbenchScreen):
         else:
             chart.clear(title="new run")
         self.app.set_job("training")
-        run_job(self, "train", job.run)
+        run_job(self, "train", job.run, on_event=self.training_event, on_end=self.training_ended)
         self.refresh_numbers()
 
     def action_stop(self) -> None:
@@ -420,11 +420,7 @@ class TrainScreen(WorkbenchScreen):
         self.action_start()
 
     # ------------------------------------------------------------------ engine events
-    def on_job_event(self, message: JobEvent) -> None:
-        if message.job != "train":
-            return
-        message.stop()
-        event = message.event
+    def training_event(self, event: ev.Event) -> None:
         chart = self.query_one(LossChart)
         if isinstance(event, ev.Status):
             self.status = event.message
@@ -458,10 +454,7 @@ class TrainScreen(WorkbenchScreen):
             self.state = "stopped" if event.cancelled else "finished"
         self.refresh_numbers()
 
-    def on_job_ended(self, message: JobEnded) -> None:
-        if message.job != "train":
-            return
-        message.stop()       # this screen reports its own errors
+    def training_ended(self, message: JobEnded) -> None:
         self.training = False
         self.app.set_job("")
         result = message.result

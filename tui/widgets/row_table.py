@@ -12,7 +12,7 @@ from textual.strip import Strip
 
 from stillroom import themes
 from stillroom.core.review import GLYPHS, Entry
-from stillroom.tui.format import one_line
+from stillroom.core.records import one_line
 
 COLUMNS = [("", 2), ("", 2), ("id", 11), ("label", 12), ("reason", 15), ("len", 5), ("dup", 5)]
 STATUS_COLOUR = {"kept": "success", "pruned": "error", "rejected": "warning"}   # theme colours
