@@ -245,7 +245,8 @@ def export_job(project_root: Path | str, run_id: Optional[str], fmt: str, **opti
 
 def export_result(result: dict):
     from .export import ExportResult
-    return ExportResult(result["format"], [Path(p) for p in result.get("paths", [])], result.get("check"))
+    return ExportResult(result["format"], [Path(p) for p in result.get("paths", [])], result.get("check"),
+                        result.get("quants"))
 
 
 def training_result(result: dict):

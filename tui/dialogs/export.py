@@ -1,5 +1,6 @@
-"""Export a run: LoRA adapter, merged safetensors, GGUF (with its check score on the test set) or an
-Ollama Modelfile; progress and elapsed time while it works, the resulting paths when it is done."""
+"""Export a run: LoRA adapter, merged safetensors, GGUFs in the ticked quant types (with their quant table:
+size, llama.cpp speed, score and agreement on the test set) or an Ollama Modelfile; progress and elapsed
+time while it works, the resulting paths when it is done."""
 from __future__ import annotations
 
 import time
@@ -13,36 +14,32 @@ from textual.widgets import Checkbox, Footer, ProgressBar, RadioButton, RadioSet
 
 from stillroom import themes
 from stillroom.core import events as ev
+from stillroom.core.export import DEFAULT_QUANT, QUANTS
 from stillroom.tui.bridge import JobEnded, JobEvent, job_done, run_job
-from stillroom.tui.format import fmt_float, fmt_seconds
+from stillroom.tui.format import fmt_seconds, quant_table
 
 FORMATS = [
     ("adapter", "LoRA adapter (PEFT)", "the adapter folder as training saved it; small, needs the base model"),
     ("merged", "merged safetensors", "base + adapter in one Hugging Face folder"),
-    ("gguf", "GGUF for llama.cpp", "merged, converted, then scored on the test set next to the merged model"),
-    ("ollama", "Ollama Modelfile", "GGUF plus a Modelfile: ollama create NAME -f Modelfile"),
+    ("gguf", "GGUF for llama.cpp", "merged, then a GGUF per ticked type, each scored on the test set"),
+    ("ollama", "Ollama Modelfile", "GGUF + Modelfile (first ticked type): ollama create NAME -f Modelfile"),
 ]
-
-
-def check_line(check: dict) -> str:
-    metric = check.get("metric", "score")
-    return (f"GGUF check on {check.get('examples', 0)} test examples: {metric} "
-            f"{fmt_float(check.get('gguf'))} (GGUF) vs {fmt_float(check.get('merged'))} (merged), "
-            f"answers agree {check.get('agreement', 0) * 100:.0f}%")
 
 
 class ExportDialog(ModalScreen[None]):
     DEFAULT_CSS = """
     ExportDialog { align: center middle; }
     ExportDialog > Vertical {
-        width: 84; max-width: 96%; height: auto; max-height: 90%;
+        width: 84; max-width: 96%; height: auto; max-height: 90%; overflow-y: auto;
         border: thick $primary; background: $surface; padding: 1 2;
     }
     ExportDialog #export-title { text-style: bold; margin-bottom: 1; }
     ExportDialog RadioSet { width: 1fr; height: auto; border: none; background: $surface; padding: 0; }
     ExportDialog #export-help { height: 1; color: $text-muted; margin: 0 0 1 2; }
-    ExportDialog #export-options { height: auto; }
+    ExportDialog #export-options, ExportDialog #export-quants { height: auto; }
     ExportDialog Checkbox { border: none; background: $surface; padding: 0; width: auto; margin-right: 2; }
+    ExportDialog #export-quants Checkbox { margin-right: 1; }
+    ExportDialog #export-quants-label { width: 5; color: $text-muted; }
     ExportDialog #export-progress-line { height: 1; margin-top: 1; }
     ExportDialog #export-progress { width: 1fr; }
     ExportDialog #export-progress Bar { width: 1fr; }
@@ -71,9 +68,12 @@ class ExportDialog(ModalScreen[None]):
                 for n, (key, title, _help) in enumerate(FORMATS):
                     yield RadioButton(title, value=key == "gguf", id=f"fmt-{key}")
             yield Static("", id="export-help")
+            with Horizontal(id="export-quants"):
+                yield Static("GGUF", id="export-quants-label")
+                for quant in QUANTS:
+                    yield Checkbox(quant, value=quant == DEFAULT_QUANT, id=f"quant-{quant}")
             with Horizontal(id="export-options"):
-                yield Checkbox("q8_0 (else f16)", value=True, id="export-q8")
-                yield Checkbox("check the GGUF on the test set", value=True, id="export-check")
+                yield Checkbox("check each GGUF on the test set (quant table)", value=True, id="export-check")
             with Horizontal(id="export-progress-line"):
                 yield ProgressBar(id="export-progress", show_eta=False, show_percentage=True)
                 yield Static("", id="export-elapsed")
@@ -95,9 +95,17 @@ class ExportDialog(ModalScreen[None]):
         pressed = self.query_one(RadioSet).pressed_button
         return pressed.id.removeprefix("fmt-") if pressed is not None else "gguf"
 
+    @property
+    def quants(self) -> list[str]:
+        """The ticked GGUF types, smallest first (an Ollama Modelfile uses the first)."""
+        return [q for q in QUANTS if self.query_one(f"#quant-{q}", Checkbox).value]
+
     def show_help(self) -> None:
         help_text = next(h for k, _t, h in FORMATS if k == self.format)
         self.query_one("#export-help", Static).update(Text(help_text))
+        no_gguf = self.format in ("adapter", "merged")
+        self.query_one("#export-quants").disabled = no_gguf
+        self.query_one("#export-check", Checkbox).disabled = no_gguf
 
     def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
         self.show_help()
@@ -109,18 +117,20 @@ class ExportDialog(ModalScreen[None]):
     def action_start(self) -> None:
         if self.running:
             return
+        fmt, quants = self.format, self.quants
+        if fmt in ("gguf", "ollama") and not quants:
+            self.notify("Tick at least one GGUF type.", severity="warning")
+            return
         self.started_at = time.monotonic()
         self.result = None
         self.stage = "starting…"
         self.query_one("#export-result", Static).update("")
         self.query_one("#export-progress", ProgressBar).update(total=None, progress=0)
-        fmt = self.format
-        quant = "q8_0" if self.query_one("#export-q8", Checkbox).value else "f16"
         check = self.query_one("#export-check", Checkbox).value
         self.app.set_job(f"exporting {fmt}")
         from stillroom.core.job_kinds import export_job, export_result
         # The merge, the conversion and the GGUF check (llama.cpp) run in the job's own process.
-        job = self.job = export_job(self.app.workbench.project.root, self.run_id, fmt, quant=quant, check=check)
+        job = self.job = export_job(self.app.workbench.project.root, self.run_id, fmt, quant=quants, check=check)
         self.exporting = True
         run_job(self, "export", lambda on_event: export_result(job.run(on_event)))
         self.tick()
@@ -163,12 +173,10 @@ class ExportDialog(ModalScreen[None]):
             self.result = message.result
             bar.update(total=1, progress=1)
             status.update(Text(f"done in {elapsed}"))
-            text = Text()
-            for path in self.result.paths:
-                text.append("→ ", style=themes.color(self.app, "mark-right"))
-                text.append(str(path) + "\n")
-            if self.result.check:
-                text.append(check_line(self.result.check), style="bold")
+            text = self.paths_text(self.result.paths)
+            if self.result.quants:
+                from rich.console import Group
+                text = Group(text, quant_table(self.result.quants))
             self.query_one("#export-result", Static).update(text)
             job_done(self, f"Export ({self.result.format}) of {self.run_id} done in {elapsed}.",
                      title="Export")
@@ -178,6 +186,22 @@ class ExportDialog(ModalScreen[None]):
         else:
             status.update("failed")
             self.app.show_error(message.error, "Export failed")
+
+    def paths_text(self, paths: list) -> Text:
+        """The written paths, one a line; files of one folder under that folder, so they fit a narrow screen."""
+        mark = themes.color(self.app, "mark-right")
+        text = Text()
+        folders = {path.parent for path in paths}
+        if len(paths) > 1 and len(folders) == 1:
+            text.append(f"in {folders.pop()}/\n")
+            for path in paths:
+                text.append("→ ", style=mark)
+                text.append(path.name + "\n")
+            return text
+        for path in paths:
+            text.append("→ ", style=mark)
+            text.append(str(path) + "\n")
+        return text
 
     def action_close(self) -> None:
         if not self.running:
