@@ -151,7 +151,7 @@ class Job:
                                             ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         self.proc = subprocess.Popen([self.python, "-m", "stillroom.core.jobs", spec, "--nice", str(self.nice)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env,
-                                     text=True, encoding="utf-8", bufsize=1, start_new_session=True)
+                                     text=True, encoding="utf-8", bufsize=1)
         return self
 
     @property
@@ -408,6 +408,9 @@ def main(argv: list[str]) -> int:
     import faulthandler
     import traceback
     faulthandler.enable()            # a native crash leaves its Python stack in the job's log
+    # The job shares its parent's process group, so a kill of the group ends both; Ctrl-C in a terminal
+    # reaches the whole group too, and the parent turns it into a `stop` line.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     spec = json.loads(argv[0])
     nice = int(argv[argv.index("--nice") + 1]) if "--nice" in argv else 0
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", buffering=1)
