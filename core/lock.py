@@ -34,7 +34,18 @@ def process_alive(pid: int, host: str = "") -> bool:
         return True
     except OSError:
         return False
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A killed process whose parent died too stays a zombie until something reaps it, and in a
+    container PID 1 often never does; it still answers kill(pid, 0) but runs nothing."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False                 # no /proc (macOS) or already gone: kill(pid, 0) decided
+    return stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] == b"Z"
 
 
 def _describe(info: dict) -> str:

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -88,3 +89,21 @@ def test_process_alive():
     assert not process_alive(0)
     assert process_alive(dead, "another-host")            # cannot tell from here: assumed alive
     assert not process_alive(dead, socket.gethostname())
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="zombies are read from /proc")
+def test_a_zombie_is_not_alive():
+    # A killed child nobody has reaped yet (as when its parent dies too, in a container whose PID 1
+    # never reaps) still answers kill(pid, 0); it must count as dead, or its run stays "running".
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert process_alive(child.pid)
+        child.kill()
+        deadline = time.monotonic() + 10
+        while process_alive(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not process_alive(child.pid)
+        os.kill(child.pid, 0)                      # still there, unreaped: the zombie rule decided
+    finally:
+        child.kill()
+        child.wait()
