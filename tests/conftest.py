@@ -1,3 +1,5 @@
+"""Fixtures every level shares: isolated user folders, the anyio backend, the tiny Llama.
+Each level (core, tui, reliability) adds its own in its conftest."""
 import os
 import sys
 from pathlib import Path
@@ -9,7 +11,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from clitools import REPO, SHARED_CACHE, run_cli  # noqa: E402,F401  (helpers live in clitools)
+from clitools import SHARED_CACHE  # noqa: E402
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A tiny random Llama with a toy tokenizer: read only, so the whole session shares one."""
+    from tiny import build_tiny_llama
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama")
 
 
 @pytest.fixture(autouse=True)

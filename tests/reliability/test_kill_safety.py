@@ -18,7 +18,7 @@ from stillroom.core.runs import list_runs, read_metrics
 from stillroom.core.train import train
 from test_generate import KILL_SCRIPT, kill_mid_run, make_project
 from test_train import tiny_project
-from tiny_models import build_tiny_llama
+from tiny import build_tiny_llama
 
 TESTS = str(Path(__file__).resolve().parents[1])
 # Kills per case: 20 by default; STILLROOM_KILLS lowers it for a quicker pass.

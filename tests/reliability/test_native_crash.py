@@ -1,20 +1,16 @@
 """A native crash in a model job (here: a teacher that kills its own process with SIGSEGV, as a fault in
 llama.cpp would) ends that job with a clear error; the CLI and the workbench stay up, and generation
 resumes with no lost and no duplicated rows."""
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from textual.widgets import Input
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tui"))
-
-from stillroom.core import job_kinds  # noqa: E402
-from stillroom.core.project import Project  # noqa: E402
-from stillroom.tui.app import make_app  # noqa: E402
-from stillroom.tui.cli import main  # noqa: E402
-from workbench import task_ready, wait_for  # noqa: E402
+from stillroom.core import job_kinds
+from stillroom.core.project import Project
+from stillroom.tui.app import make_app
+from stillroom.tui.cli import main
+from workbench import task_ready, wait_for
 
 
 def assert_whole(rows_before, root, kept):
@@ -67,8 +63,3 @@ async def test_workbench_survives_a_teacher_crash_and_generation_resumes(tmp_pat
         await wait_for(pilot, lambda: not app.workbench.generating and screen.state == "done", timeout=60)
         await pilot.press("ctrl+q")
     assert_whole(before, project.root, 20)
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"

@@ -9,7 +9,6 @@ from textual.widgets import Input, TextArea
 
 from workbench import MARKUP_TEXT, synthetic_rows, task_ready, wait_for
 from stillroom.core import records
-from stillroom.core.errors import StillroomError
 from stillroom.core.lock import ProjectLock
 from stillroom.core.project import Project
 from stillroom.tui import settings

@@ -68,7 +68,6 @@ def paths_shown_under_fixed_folder(root, monkeypatch):
 
 async def _settle(pilot):
     """Let loaders finish and stop cursors blinking, so the picture is the same on every run."""
-    from textual.widgets import Input, TextArea
     await pilot.app.workers.wait_for_complete()
     for box in pilot.app.screen.query("Input, TextArea"):
         box.cursor_blink = False

@@ -1,12 +1,6 @@
-"""Shared pieces of the workbench tests (a uniquely named module: other test folders have a conftest too)."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/ for fakes
-
-from fakes import FakeTeacher  # noqa: E402
-from stillroom.core import records  # noqa: E402
-from stillroom.core.project import Project  # noqa: E402
+"""Shared pieces of the workbench tests: generated rows, waiting on the app, the Task screen's readiness.
+(Uniquely named: a module called conftest or helpers would clash with other folders'.)"""
+from stillroom.core import records
 
 MARKUP_TEXT = "Refund [bold red]now[/bold red] or see [link=https://example.com]x[/link] — ünïcødé 日本語"
 
@@ -36,7 +30,9 @@ def synthetic_rows(n: int = 30) -> list[dict]:
     return rows
 
 
-async def wait_for(pilot, condition, timeout: float = 10.0, step: float = 0.05):
+async def wait_for(pilot, condition, timeout: float = 20.0, step: float = 0.05):
+    """Let the app run until `condition()` holds; fail after `timeout` seconds (a generous bound for a
+    busy machine, never a measure of speed)."""
     import time
     deadline = time.monotonic() + timeout
     while not condition():

@@ -16,7 +16,7 @@ import pytest
 from clitools import REPO
 from stillroom.core.project import Project
 from stillroom.core.runs import list_runs, read_metrics
-from tiny_models import build_tiny_llama
+from tiny import build_tiny_llama
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,8 @@ import json
 import pytest
 from textual.widgets import DataTable, Input
 
-from modelscreens import TEACHER, wait_for
+from modelscreens import TEACHER
+from workbench import wait_for
 from stillroom.tui.app import make_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(240)]

@@ -1,9 +1,10 @@
 """SVG snapshots of the Train, Compare and Chat screens in each Stillroom theme at 120x40, plus the
-side-by-side answers and the export dialog. Update with: pytest tests/tui2 --snapshot-update"""
+side-by-side answers and the export dialog. Update with: pytest tests/tui --snapshot-update"""
 import pytest
 from textual.widgets import Input
 
-from modelscreens import TEACHER, wait_for
+from modelscreens import TEACHER
+from workbench import wait_for
 from stillroom.themes import THEMES
 from stillroom.tui.app import make_app
 

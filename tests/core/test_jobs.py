@@ -1,15 +1,11 @@
 """The job runner: events and results across the process boundary, sessions, stop, and crashes."""
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from stillroom.core import events as ev  # noqa: E402
-from stillroom.core.errors import DataError  # noqa: E402
-from stillroom.core.jobs import Job, JobContext, JobCrashed, JobFailed, signal_name  # noqa: E402
+from stillroom.core import events as ev
+from stillroom.core.errors import DataError
+from stillroom.core.jobs import Job, JobContext, JobCrashed, JobFailed, signal_name
 
 
 def job(tmp_path, target, args=None, **kwargs):

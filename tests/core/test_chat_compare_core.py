@@ -1,14 +1,9 @@
 """Headless pieces behind the Chat and Compare screens."""
-import json
-
 import pytest
 
 from stillroom.core import chat, compare
-from stillroom.core import events as ev
 from stillroom.core.backends.base import Completion, SamplingParams
 from stillroom.core.config import TaskConfig
-from stillroom.core.errors import DataError
-from stillroom.core.project import Project
 
 TASK = TaskConfig(name="t", description="Route tickets.", type="classification", labels=["billing", "shipping"],
                   system_prompt="Route the ticket.", input_name="Ticket", output_name="Team")
@@ -96,10 +91,3 @@ def test_compare_filters_and_word_diff():
     diff = compare.word_diff("the parcel is late", "The parcel was late")
     assert [p for p, changed in diff if changed] == ["is"]
     assert "".join(p for p, _ in diff) == "the parcel is late"
-
-
-def test_new_engine_modules_stay_headless_and_light():
-    from clitools import heavy_modules_after_importing
-    assert heavy_modules_after_importing("stillroom.core.chat",
-                                         "stillroom.core.compare",
-                                         heavy=("torch", "transformers", "textual", "rich")) == "none"

@@ -174,7 +174,7 @@ def test_sigkill_during_concurrent_generation_then_rerun_reaches_exactly_n(tmp_p
     project.config.teacher.max_in_flight = 4
     project.save_config()
     target = 200
-    script = KILL_SCRIPT.format(tests=os.path.dirname(__file__), root=str(project.root), target=target)
+    script = KILL_SCRIPT.format(tests=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), root=str(project.root), target=target)
     rng = random.Random(5)
 
     def lines():

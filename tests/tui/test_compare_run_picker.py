@@ -4,7 +4,8 @@ import pytest
 from rich.style import Style
 from textual.widgets import Select
 
-from modelscreens import RUN_ID, add_run, TEACHER, wait_for
+from modelscreens import RUN_ID, add_run, TEACHER
+from workbench import wait_for
 from stillroom import themes
 from stillroom.tui.app import make_app
 
@@ -19,8 +20,8 @@ async def open_compare(pilot, app):
     return app.screen
 
 
-async def test_the_prompt_line_is_not_a_run(project_with_run, tiny_student):
-    add_run(project_with_run, tiny_student, "20260102-090000-lora", evaluated=False)
+async def test_the_prompt_line_is_not_a_run(project_with_run, tiny):
+    add_run(project_with_run, tiny, "20260102-090000-lora", evaluated=False)
     app = make_app(project_with_run.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_compare(pilot, app)

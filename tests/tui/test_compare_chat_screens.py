@@ -2,7 +2,8 @@
 import pytest
 from textual.widgets import DataTable
 
-from modelscreens import MARKUP, TEACHER, wait_for
+from modelscreens import MARKUP, TEACHER
+from workbench import wait_for
 from stillroom.tui.app import make_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -52,9 +53,9 @@ async def test_compare_filters_and_side_by_side(project_with_run):
         await wait_for(pilot, lambda: type(app.screen).__name__ == "CompareScreen")
 
 
-async def test_evaluate_a_run_from_the_screen(project_with_run, tiny_student):
+async def test_evaluate_a_run_from_the_screen(project_with_run, tiny):
     from modelscreens import add_run
-    add_run(project_with_run, tiny_student, "20260102-090000-lora", evaluated=False)
+    add_run(project_with_run, tiny, "20260102-090000-lora", evaluated=False)
     app = make_app(project_with_run.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_screen(pilot, "5", "CompareScreen")

@@ -2,7 +2,8 @@
 import pytest
 from textual.widgets import RadioSet
 
-from modelscreens import RUN_ID, TEACHER, wait_for
+from modelscreens import RUN_ID, TEACHER
+from workbench import wait_for
 from stillroom.tui.app import make_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]

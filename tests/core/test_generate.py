@@ -133,7 +133,7 @@ def test_sigkill_during_generation_then_rerun_reaches_exactly_n(tmp_path):
     import random
     project = make_project(tmp_path)
     target = 60
-    script = KILL_SCRIPT.format(tests=os.path.dirname(__file__), root=str(project.root), target=target)
+    script = KILL_SCRIPT.format(tests=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), root=str(project.root), target=target)
     landed = kill_mid_run(script, project.synthetic_path, random.Random(3), rounds=6, grow=3)
     assert landed >= 3
     done = subprocess.run([sys.executable, "-c", script], timeout=300)

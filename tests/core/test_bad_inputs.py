@@ -1,4 +1,4 @@
-"""The bad-input corpus (tests/data/bad): every case gives one line naming the file and line or key and
+"""The bad-input corpus (tests/core/data/bad): every case gives one line naming the file and line or key and
 what was expected, exit status 2, no traceback, and leaves the project exactly as it was."""
 import hashlib
 import json

@@ -4,7 +4,8 @@ while the child works; stopping it leaves the run's earlier results untouched.""
 import pytest
 from textual.widgets import DataTable
 
-from modelscreens import RUN_ID, wait_for
+from modelscreens import RUN_ID
+from workbench import wait_for
 from stillroom.tui.app import make_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(240)]

@@ -5,14 +5,8 @@ from stillroom.core import records
 from stillroom.core.packing import (IGNORE_INDEX, MIN_SHARED_PREFIX, pack, row_tokens, shared_prefix_isolates_rows,
                                     shared_prefix_length)
 from stillroom.core.sft_data import Collator, render_rows, selected_logits_loss
-from tiny_models import build_tiny_llama
 
 SYSTEM = "You route customer support tickets to one of four queues. Answer with the queue name only."
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama")
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,11 @@
 """Helpers for the model-screen tests: a demo project whose student is a tiny random Llama (built here, in
 a second), a finished run with a LoRA adapter, loss history and an evaluation, and the fake teacher."""
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/ for fakes and tiny_models
-
-from fakes import FakeTeacher  # noqa: E402
-from stillroom.core import records  # noqa: E402
-from stillroom.core.project import Project  # noqa: E402
+from fakes import FakeTeacher
+from stillroom.core import records
+from stillroom.core.project import Project
 
 RUN_ID = "20260101-120000-lora"
 MARKUP = "Refund [bold red]now[/bold red] or see [link=https://example.com]x[/link]"
@@ -126,16 +123,3 @@ def write_eval(run_dir: Path) -> None:
     eval_dir.mkdir(parents=True, exist_ok=True)
     (eval_dir / "metrics.json").write_text(json.dumps(metrics))
     (eval_dir / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-
-
-async def wait_for(pilot, condition, timeout: float = 20.0, step: float = 0.05):
-    import time
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await pilot.pause(step)
-
-

@@ -5,24 +5,31 @@ import zipfile
 
 import pytest
 
-from clitools import REPO, run_cli
+from clitools import REPO, heavy_modules_after_importing, run_cli
 
-HEAVY = ["textual", "rich", "torch", "transformers", "peft", "llama_cpp"]
-
-
-def test_core_imports_no_heavy_or_ui_library():
-    code = ("import sys, stillroom.core, stillroom.core.project, stillroom.core.generate, "
-            "stillroom.core.records, stillroom.core.config, stillroom.core.quality, stillroom.core.prompts; "
-            f"print([m for m in {HEAVY!r} if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+ENGINE = ("torch", "transformers", "peft", "accelerate", "llama_cpp")
+UI = ("textual", "rich")
 
 
-def test_help_is_fast_and_light():
+@pytest.mark.parametrize("modules, heavy", [
+    # The engine never imports a UI library, and loads model libraries only when a job needs them.
+    (("stillroom.core", "stillroom.core.project", "stillroom.core.generate", "stillroom.core.records",
+      "stillroom.core.config", "stillroom.core.quality", "stillroom.core.prompts", "stillroom.core.train",
+      "stillroom.core.student", "stillroom.core.runs", "stillroom.core.sft_data", "stillroom.core.device",
+      "stillroom.core.evaluate", "stillroom.core.jobs", "stillroom.core.job_kinds", "stillroom.core.chat",
+      "stillroom.core.compare"), ENGINE + UI),
+    # `stillroom --help` and the commands' parsers load no model and no UI library.
+    (("stillroom.tui.cli", "stillroom.tui.commands.train"), ENGINE + ("textual",)),
+])
+def test_imports_stay_light(modules, heavy):
+    assert heavy_modules_after_importing(*modules, heavy=heavy) == "none"
+
+
+def test_building_the_parser_stays_light():
     code = ("import sys; from stillroom.tui.cli import build_parser; build_parser(); "
-            "print([m for m in ['torch', 'transformers', 'peft', 'llama_cpp', 'textual'] if m in sys.modules])")
+            f"print(' '.join(m for m in {ENGINE + ('textual',)!r} if m in sys.modules) or 'none')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert out.strip() == "none"
 
 
 def test_wheel_contains_every_subpackage(tmp_path):

@@ -2,7 +2,7 @@
 import re
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_map_names_every_room_and_only_rooms_that_exist():

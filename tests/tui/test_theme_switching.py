@@ -2,7 +2,8 @@
 config, and every model screen also works under Textual's own themes."""
 import pytest
 
-from modelscreens import TEACHER, wait_for
+from modelscreens import TEACHER
+from workbench import wait_for
 from stillroom.themes import THEMES
 from stillroom.tui import settings
 from stillroom.tui.app import make_app

@@ -56,10 +56,3 @@ def test_events_cross_the_process_boundary():
         assert event_from_json(json.loads(json.dumps(event_to_json(event)))) == event
     assert event_from_json({"event": "NoSuchEvent"}) is None
     assert event_from_json({"event": "Event"}) == ev.Event()
-
-
-def test_job_modules_stay_headless_and_light():
-    from clitools import heavy_modules_after_importing
-    assert heavy_modules_after_importing("stillroom.core.jobs", "stillroom.core.job_kinds", "stillroom.core.chat",
-                                         "stillroom.core.compare",
-                                         heavy=("torch", "transformers", "llama_cpp", "textual", "rich")) == "none"

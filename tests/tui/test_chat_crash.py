@@ -3,7 +3,7 @@ column fails with a dialog naming the signal, the student still answers, and the
 new teacher process."""
 import pytest
 
-from modelscreens import wait_for
+from workbench import wait_for
 from stillroom.tui.app import make_app
 
 
