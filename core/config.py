@@ -22,6 +22,7 @@ from .errors import ConfigError
 from .tasks import KINDS, task_kind
 
 TASK_TYPES = tuple(KINDS)
+BASELINES = ("few-shot", "scored", "seed-only")
 
 
 def setting(default: Any, help: str, *, choices: tuple = (), minimum: float | None = None,
@@ -98,8 +99,12 @@ class GenerationConfig:
                                         "to a seed, test or earlier row reaches this.", minimum=0)
     label_shots: int = setting(24, "Classification with a base teacher: seed examples in the fixed prompt "
                                "used to score each label (labels are scored, not sampled).", minimum=1)
-    agreement: bool = setting(True, "Classification: keep a row only when the teacher's label for the "
-                              "new input agrees with the label it was written for.")
+    agreement: bool = setting(True, "Classification: compare the teacher's label for the new input with "
+                              "the label it was written for (false: never compare, as relabel does).")
+    disagreement: str = setting("reject", "Classification: a candidate whose teacher label differs from the "
+                                "label it was written for is rejected (reject), or kept with the teacher's "
+                                "label (relabel; meta.intended_label keeps the other; the next candidates' "
+                                "labels keep the set balanced).", choices=("reject", "relabel"))
     seed: int = setting(0, "Random seed for label choice, few-shot rotation and sampling.")
     max_attempts_factor: int = setting(20, "Give up after target x this many candidates.", minimum=1)
 
@@ -140,6 +145,17 @@ class TrainingConfig:
                                            "for big students, about 30% slower.")
     save_total_limit: int = setting(2, "Checkpoints kept per run (older ones are deleted); at least 1.",
                                     minimum=1)
+    objective: str = setting("sft", "What the student learns from each row. sft: the teacher's answer "
+                             "(cross-entropy on its tokens). soft-labels (classification): also the "
+                             "teacher's label distribution (scores.label_probs), matched by the student's "
+                             "probability of each whole label, so teacher and student may have different "
+                             "tokenizers. logits: the teacher's top-k token log-probabilities (same "
+                             "tokenizer only).", choices=("sft", "soft-labels", "logits"))
+    distill_weight: float = setting(0.5, "soft-labels: share of the loss taken by the teacher's "
+                                    "distribution (the rest is the answer's cross-entropy); 0 to 1.", minimum=0)
+    distill_temperature: float = setting(2.0, "soft-labels: temperature that softens both the teacher's and "
+                                         "the student's label distribution before they are compared.",
+                                         minimum=0, exclusive_min=True)
 
 
 @dataclass
@@ -159,6 +175,14 @@ class EvaluationConfig:
                                      "rouge_l", "chrf", "judge"))
     device: str = setting("auto", "Device for the student during evaluation, chat and export checks: "
                           "auto, cuda, mps or cpu.", choices=("auto", "cuda", "mps", "cpu"))
+    baselines: list = setting(["few-shot", "scored", "seed-only"],
+                              "Baselines evaluated beside the zero-shot base student: few-shot (the base "
+                              "student shown evaluation.few_shot seeds), scored (classification: the base "
+                              "student's most likely label), seed-only (the student trained on the seeds "
+                              "alone with the run's steps and settings; trained once per seed set).",
+                              choices=BASELINES)
+    few_shot: int = setting(8, "Seeds shown to the base student in the few-shot and scored baselines "
+                            "(never test rows).", minimum=1)
 
 
 @dataclass
@@ -215,13 +239,18 @@ def _check_value(section: str, name: str, value: Any, tp, meta: dict, where) -> 
     if not ok:
         raise ConfigError(f"{where(section, name)}: {section}.{name} must be {_type_name(tp)}, "
                           f"got {type(value).__name__} {value!r}")
-    if tp is list and name in ("labels", "topics", "target_modules", "servers"):
+    if tp is list and name in ("labels", "topics", "target_modules", "servers", "baselines"):
         for item in value:
             if not isinstance(item, str) or not item.strip():
                 raise ConfigError(f"{where(section, name)}: {section}.{name} must be a list of "
                                   f"non-empty strings, got {item!r}")
     choices = meta.get("choices")
-    if choices and value not in choices:
+    if choices and tp is list:
+        for item in value:
+            if item not in choices:
+                raise ConfigError(f"{where(section, name)}: {section}.{name} may hold "
+                                  f"{', '.join(choices)}, got {item!r}")
+    elif choices and value not in choices:
         raise ConfigError(f"{where(section, name)}: {section}.{name} must be one of "
                           f"{', '.join(choices)}, got {value!r}")
     minimum = meta.get("minimum")
@@ -294,6 +323,12 @@ def _check_consistency(config: ProjectConfig, where) -> None:
     if not 0 <= gen.near_dup_threshold <= 1:
         raise ConfigError(f"{where('generation', 'near_dup_threshold')}: generation.near_dup_threshold "
                           f"must be between 0 and 1, got {gen.near_dup_threshold}")
+    if not 0 <= config.training.distill_weight <= 1:
+        raise ConfigError(f"{where('training', 'distill_weight')}: training.distill_weight must be between 0 "
+                          f"and 1, got {config.training.distill_weight}")
+    if config.training.objective == "soft-labels" and not task_kind(task).label_set:
+        raise ConfigError(f"{where('training', 'objective')}: training.objective = \"soft-labels\" needs a "
+                          f"classification task with task.labels; this task is {task.type}")
     for section, key, value in (("training", "validation_fraction", config.training.validation_fraction),
                                 ("evaluation", "test_fraction", config.evaluation.test_fraction)):
         if not 0 <= value < 1:

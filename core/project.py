@@ -203,7 +203,9 @@ class Project:
     def run_dirs(self) -> list[Path]:
         if not self.runs_dir.exists():
             return []
-        return sorted((p for p in self.runs_dir.iterdir() if p.is_dir()), key=lambda p: p.name)
+        # runs/_baselines/ (cached baseline students) and hidden folders are not runs of the project.
+        return sorted((p for p in self.runs_dir.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))),
+                      key=lambda p: p.name)
 
     def run_dir(self, run: str | None = None) -> Path:
         runs = self.run_dirs()
