@@ -109,6 +109,23 @@ def tiny_adapter_dir(base: Path, target: Path) -> Path:
     return target
 
 
+def demo_with_adapter(root: Path, run_id: str, **evaluation):
+    """The demo project with the SmolLM2-tokenizer tiny Llama as its student and a random LoRA adapter as
+    run `run_id`; `evaluation` overrides evaluation settings (e.g. max_tokens=6)."""
+    import json
+    from stillroom.core.project import Project
+    project = Project.create(root, demo=True)
+    config = project.config
+    config.student.model = str(tiny_llama_dir())
+    for key, value in evaluation.items():
+        setattr(config.evaluation, key, value)
+    project.save_config(config)
+    run_dir = project.runs_dir / run_id
+    tiny_adapter_dir(tiny_llama_dir(), run_dir / "adapter")
+    (run_dir / "config.json").write_text(json.dumps({"student": {"model": config.student.model}}))
+    return project
+
+
 def _publish(folder: Path, write) -> None:
     """Write into a private folder, then move it into place, so parallel builds never see half a model."""
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")

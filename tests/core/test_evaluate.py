@@ -11,7 +11,7 @@ from stillroom.core.events import EvalFinished, EvalProgress
 from stillroom.core.project import Project
 
 from clitools import run_cli
-from tiny import tiny_adapter_dir, tiny_llama_dir
+from tiny import demo_with_adapter
 
 LABELS = ["billing", "shipping", "technical", "account"]
 
@@ -49,17 +49,7 @@ class OracleTeacher:
 
 @pytest.fixture
 def project(tmp_path):
-    project = Project.create(tmp_path / "proj", demo=True)
-    config = project.config
-    config.student.model = str(tiny_llama_dir())
-    config.evaluation.batch_size = 4
-    config.evaluation.max_tokens = 6
-    config.evaluation.bootstrap = 200
-    project.save_config(config)
-    run_dir = project.runs_dir / "20250101-000000"
-    tiny_adapter_dir(tiny_llama_dir(), run_dir / "adapter")
-    (run_dir / "config.json").write_text(json.dumps({"student": {"model": config.student.model}}))
-    return project
+    return demo_with_adapter(tmp_path / "proj", "20250101-000000", batch_size=4, max_tokens=6, bootstrap=200)
 
 
 def oracle_for(project, wrong_every=0):

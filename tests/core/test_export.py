@@ -7,24 +7,15 @@ import pytest
 from stillroom.core import export as ex
 from stillroom.core.errors import StillroomError
 from stillroom.core.events import ExportFinished
-from stillroom.core.project import Project
 
-from tiny import tiny_adapter_dir, tiny_llama_dir, tiny_tokenizer
+from tiny import demo_with_adapter, tiny_llama_dir, tiny_tokenizer
 
 RUN = "20250101-000000"
 
 
 @pytest.fixture
 def project(tmp_path):
-    project = Project.create(tmp_path / "proj", demo=True)
-    config = project.config
-    config.student.model = str(tiny_llama_dir())
-    config.evaluation.max_tokens = 6
-    project.save_config(config)
-    run_dir = project.runs_dir / RUN
-    tiny_adapter_dir(tiny_llama_dir(), run_dir / "adapter")
-    (run_dir / "config.json").write_text(json.dumps({"student": {"model": config.student.model}}))
-    return project
+    return demo_with_adapter(tmp_path / "proj", RUN, max_tokens=6)
 
 
 def _no_partials(folder):

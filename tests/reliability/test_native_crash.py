@@ -4,13 +4,12 @@ resumes with no lost and no duplicated rows."""
 from collections import Counter
 
 import pytest
-from textual.widgets import Input
 
 from stillroom.core import job_kinds
 from stillroom.core.project import Project
 from stillroom.tui.app import make_app
 from stillroom.tui.cli import main
-from workbench import task_ready, wait_for
+from workbench import start_generation, wait_for
 
 
 def assert_whole(rows_before, root, kept):
@@ -43,11 +42,7 @@ async def test_workbench_survives_a_teacher_crash_and_generation_resumes(tmp_pat
     project = Project.create(tmp_path / "demo", demo=True)
     app = make_app(project.root, teacher_factory="fakes:crashing_teacher")
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: task_ready(app))
-        await pilot.press("2")
-        screen = app.screen
-        screen.query_one("#target", Input).value = "20"
-        await pilot.press("s")
+        screen = await start_generation(pilot, app, 20)
         await wait_for(pilot, lambda: type(app.screen).__name__ == "ErrorDialog" and app.screen.query("#cause"), timeout=60)
         assert "the teacher process crashed (SIGSEGV)" in str(app.screen.query_one("#cause").render())
         assert "cpu_repack" in str(app.screen.query_one("#remedy").render())

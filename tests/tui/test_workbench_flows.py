@@ -7,7 +7,7 @@ import sys
 import pytest
 from textual.widgets import Input, TextArea
 
-from workbench import MARKUP_TEXT, synthetic_rows, task_ready, wait_for
+from workbench import MARKUP_TEXT, start_generation, synthetic_rows, task_ready, wait_for
 from stillroom.core import records
 from stillroom.core.lock import ProjectLock
 from stillroom.core.project import Project
@@ -103,11 +103,7 @@ async def test_invalid_task_edit_asks_before_quitting(demo):
 async def test_generation_streams_and_counts(demo):
     app = make_app(demo.root, teacher_factory="fakes:fake_teacher")
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: task_ready(app))
-        await pilot.press("2")
-        screen = app.screen
-        screen.query_one("#target", Input).value = "12"
-        await pilot.press("s")
+        screen = await start_generation(pilot, app, 12)
         await wait_for(pilot, lambda: not app.workbench.generating and screen.state == "done", timeout=60)
         assert screen.kept == 12
         counters = str(screen.query_one("#counters").render())
@@ -128,11 +124,7 @@ async def test_generation_streams_and_counts(demo):
 async def test_pause_and_resume_generation(demo):
     app = make_app(demo.root, teacher_factory="fakes:slow_fake_teacher")
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: task_ready(app))
-        await pilot.press("2")
-        screen = app.screen
-        screen.query_one("#target", Input).value = "40"
-        await pilot.press("s")
+        screen = await start_generation(pilot, app, 40)
         await wait_for(pilot, lambda: screen.kept >= 2, timeout=60)
         await pilot.press("1")                       # the UI stays usable while it runs
         assert app.current_mode == "task" and app.workbench.generating

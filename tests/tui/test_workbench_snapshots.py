@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench import MARKUP_TEXT, synthetic_rows, task_ready
+from workbench import MARKUP_TEXT, synthetic_rows, task_ready, wait_for
 from stillroom.core import records
 from stillroom.core.project import Project
 from stillroom.tui import settings
@@ -96,50 +96,36 @@ def test_projects_screen(snap_compare, fixed_project, root, paths_shown_under_fi
     assert snap_compare(make_app(), terminal_size=SIZE)
 
 
-def test_task_screen(snap_compare, fixed_project):
+def _shot(snap_compare, project, *keys, wait=None):
+    """The picture after opening `project`, waiting for `wait(screen)` if given, then pressing `keys`."""
     async def run_before(pilot):
         await _open(pilot)
-        await pilot.press("down", "down")
+        for key in keys:
+            if key == "WAIT":
+                await wait_for(pilot, lambda: wait(pilot.app.screen))
+            else:
+                await pilot.press(key)
+        await pilot.pause()
         await _settle(pilot)
-    assert snap_compare(make_app(fixed_project.root), terminal_size=SIZE, run_before=run_before)
+    return snap_compare(make_app(project.root), terminal_size=SIZE, run_before=run_before)
+
+
+def test_task_screen(snap_compare, fixed_project):
+    assert _shot(snap_compare, fixed_project, "down", "down")
 
 
 def test_seed_form(snap_compare, fixed_project):
-    async def run_before(pilot):
-        await _open(pilot)
-        await pilot.press("down", "e")
-        await pilot.pause()
-        await _settle(pilot)
-    assert snap_compare(make_app(fixed_project.root), terminal_size=SIZE, run_before=run_before)
+    assert _shot(snap_compare, fixed_project, "down", "e")
 
 
 def test_generate_screen(snap_compare, fixed_project):
-    async def run_before(pilot):
-        await _open(pilot)
-        await pilot.press("2")
-        await pilot.pause()
-        await _settle(pilot)
-    assert snap_compare(make_app(fixed_project.root), terminal_size=SIZE, run_before=run_before)
+    assert _shot(snap_compare, fixed_project, "2")
 
 
 def test_review_screen(snap_compare, fixed_project):
-    async def run_before(pilot):
-        await _open(pilot)
-        await pilot.press("3")
-        for _ in range(100):
-            if getattr(pilot.app.screen, "rs", None) is not None:
-                break
-            await pilot.pause(0.02)
-        await pilot.press("down", "down", "down", "space", "space")
-        await pilot.pause()
-        await _settle(pilot)
-    assert snap_compare(make_app(fixed_project.root), terminal_size=SIZE, run_before=run_before)
+    assert _shot(snap_compare, fixed_project, "3", "WAIT", "down", "down", "down", "space", "space",
+                 wait=lambda screen: getattr(screen, "rs", None) is not None)
 
 
 def test_help_screen(snap_compare, fixed_project):
-    async def run_before(pilot):
-        await _open(pilot)
-        await pilot.press("question_mark")
-        await pilot.pause()
-        await _settle(pilot)
-    assert snap_compare(make_app(fixed_project.root), terminal_size=SIZE, run_before=run_before)
+    assert _shot(snap_compare, fixed_project, "question_mark")

@@ -47,3 +47,14 @@ def task_ready(app) -> bool:
         return False
     tables = app.screen.query("#seeds")
     return bool(tables) and bool(tables.first().columns)
+
+
+async def start_generation(pilot, app, target: int):
+    """Open Generate on a freshly opened project, set the target and press Start; returns the screen."""
+    from textual.widgets import Input
+    await wait_for(pilot, lambda: task_ready(app))
+    await pilot.press("2")
+    screen = app.screen
+    screen.query_one("#target", Input).value = str(target)
+    await pilot.press("s")
+    return screen
