@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from . import records
-from .backends.base import SamplingParams, TextModel, choose_mode, concurrency_limit
+from .backends.base import SamplingParams, TextModel, choose_mode, concurrency_limit, concurrency_note
 from .errors import Cancelled, StillroomError
 from .events import (CandidateStarted, EventSink, ExampleAccepted, ExampleRejected, GenerationFinished,
                      GenerationProgress, Status, TokenStreamed, ignore)
@@ -91,6 +91,8 @@ class Generator:
         limit = concurrency_limit(teacher)
         if limit:
             self.concurrency = max(1, min(self.concurrency, int(limit)))
+        self.in_flight_limit = self.concurrency    # K, or fewer once the teacher lowers its bound
+        self.note = ""                           # why it did, for the progress line
         self.scorer = self.kind.label_scorer(teacher, self.mode, self.prompter, self.seeds,
                                              self.config.generation.label_shots, self.config.task.system_prompt)
 
@@ -207,16 +209,28 @@ class Generator:
             row["scores"]["label_probs"] = probs
             meta["teacher_label"] = answer
             meta["labelled_by"] = "calibrated-scoring"
-            reason = "label-disagree" if gen.agreement and label and answer != label else None
-            return self._finish(row, text, answer, reason)
+            reason = "label-disagree" if self._rejects_disagreement() and label and answer != label else None
+            return self._finish(row, text, self._relabelled(meta, label, answer, reason), reason)
 
         request = self.prompter.answer(self._answer_shots(group), text, task.system_prompt)
         answered = self._ask(request, self._params(gen.label_temperature, gen.max_output_tokens,
                                                    sample_seed + 1), "answer", index_no)
         reason, answer, notes = self.kind.check_teacher_answer(answered.text, answered.finish_reason, label,
-                                                               gen.agreement)
+                                                               self._rejects_disagreement())
         meta.update(notes)
-        return self._finish(row, text, answer, reason)
+        return self._finish(row, text, self._relabelled(meta, label, answer, reason), reason)
+
+    def _rejects_disagreement(self) -> bool:
+        gen = self.config.generation
+        return gen.agreement and gen.disagreement == "reject"
+
+    @staticmethod
+    def _relabelled(meta: dict, intended: Optional[str], answer: str, reason: Optional[str]) -> str:
+        """The row's answer: the teacher's label. A kept row written for another label says so in its
+        meta (intended_label stays); the label window then counts it under the teacher's label."""
+        if reason is None and intended and answer and answer != intended:
+            meta["relabelled"] = True
+        return answer
 
     def _dup_check(self, row: dict, text: str, dedup: NearDupIndex) -> Optional[str]:
         with self._lock:
@@ -346,15 +360,28 @@ class Generator:
                 self._commit_next(state, out)
 
     def _fill_window(self, state: _Run) -> None:
-        """Start candidates up to K running and the window, and no more than the acceptance rate so
-        far says are needed."""
+        """Start candidates up to K running (or the teacher's lowered bound) and the window, and no
+        more than the acceptance rate so far says are needed."""
         limit = min(state.window, state.wanted())
         running = sum(1 for _, work in state.in_flight if state.pool is not None and not work.done())
-        while (not self.cancel.is_set() and running < self.concurrency and len(state.in_flight) < limit
+        while (not self.cancel.is_set() and running < self._running_limit(state)
+               and len(state.in_flight) < limit
                and state.attempts + len(state.in_flight) < state.budget):
             self._start_next(state)
             if state.pool is not None:
                 running += 1
+
+    def _running_limit(self, state: _Run) -> int:
+        """K, or fewer once the teacher lowered its bound (a server that cuts concurrent streams
+        short): said once, in the progress line and the run's log, and the run goes on. The window
+        stays as it was, so the rows are the same ones."""
+        limit = concurrency_limit(self.teacher) or self.concurrency
+        if limit < self.in_flight_limit:
+            self.in_flight_limit = max(1, limit)
+            self.note = concurrency_note(self.teacher) or f"teacher requests in flight lowered to {limit}"
+            self.on_event(Status(self.note))
+            self._report(state)
+        return self.in_flight_limit
 
     def _start_next(self, state: _Run) -> None:
         """Start candidate number state.next_index: in a worker with K > 1, else here and now."""
@@ -417,7 +444,8 @@ class Generator:
     def _report(self, state: _Run) -> None:
         tps = self.teacher_tokens / self.teacher_seconds if self.teacher_seconds else 0.0
         self.on_event(GenerationProgress(state.kept, sum(state.rejected.values()), state.target,
-                                         state.elapsed(), self.teacher_tokens, tps, dict(state.rejected)))
+                                         state.elapsed(), self.teacher_tokens, tps, dict(state.rejected),
+                                         self.note))
 
     def _result(self, state: _Run) -> GenerationResult:
         elapsed = state.elapsed()
