@@ -122,12 +122,15 @@ class _Session:
 
 
 def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | None = None,
-          resume: str | None | bool = None, overrides: dict | None = None) -> TrainResult:
+          resume: str | None | bool = None, overrides: dict | None = None,
+          start_adapter: str | Path | None = None) -> TrainResult:
     """Fine-tune the project's student on its training rows; returns when done, stopped or failed.
 
     resume: None/False starts a new run; True continues the newest stopped or interrupted run; a run id
     continues that run. A resumed run keeps its own settings and rows and reaches the same final step.
     overrides: training settings for a new run (e.g. {"max_steps": 20, "method": "full"}).
+    start_adapter: a LoRA adapter folder a new run continues training from instead of a fresh adapter
+    (recorded in config.json, so a resumed run starts from it too).
     """
     on_event = on_event or ignore
     rank, world_size = world()
@@ -138,6 +141,8 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
         raise ConfigError("a resumed run keeps the settings it started with; drop the setting flags or "
                           "start a new run")
     config, train_rows, validation_rows = _settings_and_rows(project, resume_dir, overrides)
+    if resume_dir is not None:
+        start_adapter = (read_json(resume_dir / "config.json") or {}).get("start_adapter")
     cfg = config.training
     device = pick_device(cfg.device)
     precision = pick_precision(device, cfg.precision, training=True)
@@ -148,7 +153,7 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
     if not data.train:
         raise DataError(f"{project.root}: no training row has an assistant answer left after rendering "
                         f"({data.dropped} dropped)", "check the rows' messages and training.max_length")
-    model, batching, share_prefix = _prepare_model(model, cfg, data, on_event)
+    model, batching, share_prefix = _prepare_model(model, cfg, data, on_event, start_adapter)
 
     run_dir = _run_folder(project, resume_dir, cfg.method, rank == 0, world_size, device)
     session = _Session(run_dir=run_dir, main=rank == 0, world_size=world_size, device=device,
@@ -158,7 +163,7 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
     if session.main:
         _begin_session(session, None if resume_dir is not None else (
             train_rows, validation_rows, _run_info(session, config, overrides, folder, data,
-                                                   train_rows + validation_rows)))
+                                                   train_rows + validation_rows, start_adapter)))
     barrier(world_size)
     on_event(TrainStarted(run_id=session.run_id, run_dir=str(run_dir), step=session.start_step,
                           max_steps=session.max_steps, train_rows=len(data.train),
@@ -229,8 +234,10 @@ def _load_student(project, config: ProjectConfig, device: str, precision: str, o
     return model, tokenizer, folder
 
 
-def _prepare_model(model, cfg: TrainingConfig, data: RenderedData, on_event: EventSink):
-    """(model, batching, share_prefix): the batching the model can honour, and the LoRA wrapper."""
+def _prepare_model(model, cfg: TrainingConfig, data: RenderedData, on_event: EventSink,
+                   start_adapter: str | Path | None = None):
+    """(model, batching, share_prefix): the batching the model can honour, and the LoRA wrapper (a
+    fresh adapter, or `start_adapter` trained further)."""
     # No KV cache while training: with one, transformers cannot see the row boundaries of a packed batch.
     model.config.use_cache = False
     batching = cfg.batching
@@ -239,7 +246,11 @@ def _prepare_model(model, cfg: TrainingConfig, data: RenderedData, on_event: Eve
                         f"grouping rows by length instead"))
         batching = "group"
     share_prefix = batching == "pack" and shared_prefix_isolates_rows(model, data.train)
-    if cfg.method == "lora":
+    if cfg.method == "lora" and start_adapter:
+        from peft import PeftModel
+        on_event(Status(f"continuing from the adapter in {start_adapter}"))
+        model = PeftModel.from_pretrained(model, str(start_adapter), is_trainable=True)
+    elif cfg.method == "lora":
         from peft import LoraConfig, get_peft_model
         lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=lora_targets(model, cfg), bias="none", task_type="CAUSAL_LM")
@@ -270,10 +281,11 @@ def _run_folder(project, resume_dir: Path | None, method: str, main: bool, world
 
 
 def _run_info(session: _Session, config: ProjectConfig, overrides: dict | None, folder: Path,
-              data: RenderedData, rows: list[dict]) -> dict:
+              data: RenderedData, rows: list[dict], start_adapter: str | Path | None = None) -> dict:
     """A new run's config.json."""
     cfg = config.training
     return {
+        **({"start_adapter": str(start_adapter)} if start_adapter else {}),
         "run_id": session.run_id, "created": now_iso(), "method": cfg.method, "max_steps": session.max_steps,
         "config": config.to_dict(), "overrides": {k: v for k, v in (overrides or {}).items() if v is not None},
         "student": {"ref": config.student.model, "folder": str(folder)},
