@@ -186,6 +186,19 @@ class EvaluationConfig:
 
 
 @dataclass
+class ImproveConfig:
+    probe: int = setting(48, "Fresh inputs the teacher writes and labels each round to find where the tuned "
+                         "student still disagrees with it (never test rows; kept apart from training rows).",
+                         minimum=1)
+    rows: int = setting(48, "Training rows generated each round around the student's mistakes.", minimum=1)
+    retrain: str = setting("fresh", "After targeting: fresh (a new adapter on all kept rows) or continue "
+                           "(train the round's starting adapter further on all kept rows).",
+                           choices=("fresh", "continue"))
+    disagree_below: float = setting(0.5, "Extraction, QA and generation: a probe answer whose headline score "
+                                    "against the teacher's answer is below this is a disagreement.", minimum=0)
+
+
+@dataclass
 class ProjectConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -193,6 +206,7 @@ class ProjectConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    improve: ImproveConfig = field(default_factory=ImproveConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -207,6 +221,7 @@ SECTION_HELP = {
     "generation": "How the teacher writes rows.",
     "training": "How the student is fine-tuned.",
     "evaluation": "How teacher, base student and tuned student are measured.",
+    "improve": "The closed loop (stillroom improve): probe the student, target its mistakes, retrain.",
 }
 
 

@@ -154,3 +154,27 @@ class ExportFinished(Event):
     format: str
     paths: tuple
     check: Optional[dict] = None
+
+
+@dataclass(frozen=True)
+class ImproveStep(Event):
+    """A round of `stillroom improve` enters one of its steps (core.improve.STEPS)."""
+    round: int
+    step: str
+    rounds: int = 0           # the rounds the loop was asked for
+
+
+@dataclass(frozen=True)
+class MistakesFound(Event):
+    """Where the student disagrees with the teacher on a round's probe: the groups, largest first, each
+    {"key", "size", "teacher", "student", "examples"}."""
+    round: int
+    probe: int                # probe inputs the student answered
+    disagreements: int
+    groups: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RoundReport(Event):
+    """What a finished round bought (core.improve's round report)."""
+    report: dict
