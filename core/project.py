@@ -78,7 +78,9 @@ class Project:
 
     @classmethod
     def create(cls, root: Path | str, task_type: str = "classification", *, demo: bool = False,
-               name: str = "") -> "Project":
+               name: str = "", task: TaskConfig | None = None, seeds: list[dict] | None = None,
+               tests: list[dict] | None = None) -> "Project":
+        """A new project folder; `task`, `seeds` and `tests` (rows) replace a new project's defaults."""
         root = Path(root).expanduser()
         kind = kind_named(task_type)
         if (root / CONFIG_NAME).exists():
@@ -102,8 +104,9 @@ class Project:
             config.training.batch_size = 4
             config.training.epochs = 5.0
         else:
-            config.task = replace(TaskConfig(name=name or _slug(root.name), type=task_type),
-                                  **kind.new_task_settings())
+            config.task = (replace(task, name=task.name or name or _slug(root.name)) if task else
+                           replace(TaskConfig(name=name or _slug(root.name), type=task_type),
+                                   **kind.new_task_settings()))
         root.mkdir(parents=True, exist_ok=True)
         (root / "data").mkdir(exist_ok=True)
         if demo:
@@ -111,7 +114,9 @@ class Project:
             atomic_write_text(root / "seeds.jsonl", demo_files.joinpath("seeds.jsonl").read_text("utf-8"))
             atomic_write_text(root / "test.jsonl", demo_files.joinpath("test.jsonl").read_text("utf-8"))
         else:
-            atomic_write_text(root / "seeds.jsonl", "")
+            atomic_write_jsonl(root / "seeds.jsonl", [{"messages": r["messages"]} for r in seeds or []])
+            if tests is not None:
+                atomic_write_jsonl(root / "test.jsonl", [{"messages": r["messages"]} for r in tests])
         # The config goes last: a folder without it is not yet a project, so a kill leaves no half project.
         atomic_write_text(root / CONFIG_NAME, render_toml(config))
         return cls(root, config)
@@ -195,7 +200,10 @@ class Project:
         atomic_write_jsonl(self.synthetic_path, rows)
 
     def training_rows(self) -> list[dict]:
-        rows = [{"messages": r["messages"]} for r in self.kept_rows()]
+        """Seeds (messages only) and kept generated rows (messages, id, and the teacher's scores that
+        distillation objectives learn from)."""
+        rows = [{"messages": r["messages"], **{k: r[k] for k in ("id", "scores") if k in r}}
+                for r in self.kept_rows()]
         if self.config.training.include_seeds:
             rows = [{"messages": r["messages"]} for r in self.seeds()] + rows
         return rows

@@ -230,14 +230,27 @@ def detect_format(obj: dict) -> str:
 def import_file(path: Path, *, fmt: str = "auto", input_column: str = "input",
                 output_column: str = "output", system_column: str = "", system: str = "") -> list[dict]:
     """Read an OpenAI-messages JSONL, Alpaca (JSON or JSONL), ShareGPT or CSV file into messages rows."""
+    return [row for _, row in import_placed(path, fmt=fmt, input_column=input_column,
+                                            output_column=output_column, system_column=system_column,
+                                            system=system)]
+
+
+def import_placed(path: Path, *, fmt: str = "auto", input_column: str = "input",
+                  output_column: str = "output", system_column: str = "", system: str = ""
+                  ) -> list[tuple[str, dict]]:
+    """import_file's rows, each with its place in the file ("line 4"; "item 3" in a JSON list), so a
+    problem found later can name the lines. JSON objects in none of the known formats are read through
+    the named columns (input_column, output_column) when they have them."""
     path = Path(path)
     if fmt == "auto":
         fmt = "csv" if path.suffix.lower() in (".csv", ".tsv") else "auto"
     if fmt == "csv":
         return _import_csv(path, input_column, output_column, system_column, system)
     rows = []
-    for where, obj in _json_objects(path):
+    for where, place, obj in _json_objects(path):
         kind = detect_format(obj) if fmt == "auto" else fmt
+        if kind == "unknown" and input_column in obj and output_column in obj:
+            kind = "columns"
         if kind == "openai":
             row = {"messages": obj.get("messages")}
             check_row(row, where)
@@ -245,17 +258,37 @@ def import_file(path: Path, *, fmt: str = "auto", input_column: str = "input",
             row = _from_alpaca(obj, where, system)
         elif kind == "sharegpt":
             row = _from_sharegpt(obj, where, system)
+        elif kind == "columns":
+            row = make_row(_cell(obj[input_column]), _cell(obj[output_column]),
+                           _cell(obj.get(system_column, "")) if system_column else system)
         else:
             raise DataError(f"{where}: cannot tell the format: expected \"messages\" (OpenAI), "
-                            f"\"instruction\"/\"output\" (Alpaca) or \"conversations\" (ShareGPT)")
-        rows.append(check_row(row, where))
+                            f"\"instruction\"/\"output\" (Alpaca), \"conversations\" (ShareGPT) or the "
+                            f"keys {input_column}, {output_column}; the object has "
+                            f"{', '.join(obj) or 'no keys'} (choose keys with --input-column / --output-column)")
+        rows.append((place, check_row(row, where)))
     if not rows:
         raise DataError(f"{path}: no examples found")
     return rows
 
 
-def _json_objects(path: Path) -> Iterator[tuple[str, dict]]:
-    """Objects from a JSONL file, or from a JSON file holding a list (Alpaca's usual shape)."""
+def _cell(value) -> str:
+    """A JSON value as message text: strings as they are, anything else (numbers, objects) as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def places_text(places: list[str], limit: int = 12) -> str:
+    """Places as one phrase: ["line 4", "line 9"] -> "lines 4, 9"; more than `limit` end in "and N more"."""
+    units = {p.split(" ", 1)[0] for p in places}
+    unit = units.pop() if len(units) == 1 else ""
+    shown = [p.split(" ", 1)[1] if unit else p for p in places[:limit]]
+    text = (f"{unit}s " if unit and len(places) > 1 else f"{unit} " if unit else "") + ", ".join(shown)
+    return text + (f" and {len(places) - limit} more" if len(places) > limit else "")
+
+
+def _json_objects(path: Path) -> Iterator[tuple[str, str, dict]]:
+    """(where, place, object) for each object of a JSONL file, or of a JSON file holding a list (Alpaca's
+    usual shape)."""
     lines = list(_decode_lines(path))
     if lines and lines[0][1].lstrip().startswith("["):
         text = "\n".join(t for _, t in lines)
@@ -266,7 +299,7 @@ def _json_objects(path: Path) -> Iterator[tuple[str, dict]]:
         for i, obj in enumerate(data):
             if not isinstance(obj, dict):
                 raise DataError(f"{path}: item {i} is not an object")
-            yield f"{path}: item {i}", obj
+            yield f"{path}: item {i}", f"item {i}", obj
         return
     for number, text in lines:
         try:
@@ -275,11 +308,11 @@ def _json_objects(path: Path) -> Iterator[tuple[str, dict]]:
             raise DataError(f"{path}:{number}: invalid JSON: {exc.msg} at column {exc.colno}") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{number}: expected a JSON object, got {type(obj).__name__}")
-        yield f"{path}:{number}", obj
+        yield f"{path}:{number}", f"line {number}", obj
 
 
 def _import_csv(path: Path, input_column: str, output_column: str, system_column: str,
-                system: str) -> list[dict]:
+                system: str) -> list[tuple[str, dict]]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -312,7 +345,7 @@ def _import_csv(path: Path, input_column: str, output_column: str, system_column
                 raise DataError(f"{where}: fewer fields than the header has")
             row = make_row(values[input_column], values[output_column],
                            (values.get(system_column) if system_column else "") or system)
-            rows.append(check_row(row, where))
+            rows.append((f"line {line}", check_row(row, where)))
     except csv.Error as exc:
         raise DataError(f"{path}:{reader.line_num}: broken CSV: {exc}") from None
     if not rows:

@@ -108,6 +108,15 @@ class TaskKind:
                 return f"The answer does not match the JSON schema: {problem}."
         return None
 
+    def imported_answers_problem(self, placed: Sequence[tuple[str, str]], source) -> Optional[str]:
+        """One line naming the places ("line 4") of imported answers that do not fit the task, with the
+        first problem; None when they all fit. `placed` is (place, answer) pairs."""
+        bad = [(place, answer) for place, answer in placed if self.answer_problem(answer)]
+        if not bad:
+            return None
+        return (f"{source}: {records.places_text([place for place, _ in bad])}: "
+                f"{self.answer_problem(bad[0][1])}")
+
     # ------------------------------------------------------------ prompts
     def answer_rule(self, output_name: str) -> str:
         """A line for a few-shot prompt's header saying what an answer may be; '' when anything goes."""
@@ -201,6 +210,15 @@ class Classification(TaskKind):
 
     def answer_rule(self, output_name):
         return f"{output_name} is one of: {', '.join(self.labels)}." if self.labels else ""
+
+    def imported_answers_problem(self, placed, source):
+        """The answers that are not labels (exactly, as generation's seed check reads them)."""
+        bad = [(place, answer) for place, answer in placed if answer not in self.labels]
+        if not bad:
+            return None
+        answers = ", ".join(repr(a) for a in dict.fromkeys(answer for _, answer in bad))
+        return (f"{source}: {records.places_text([place for place, _ in bad])}: answers not among the "
+                f"labels [{', '.join(self.labels)}]: {answers}")
 
     def check_teacher_answer(self, text, finish_reason, intended, agreement):
         """A label is never truncated; the teacher's label is noted, and with `agreement` a label other

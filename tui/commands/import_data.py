@@ -1,4 +1,5 @@
-"""stillroom import FILE --into PATH: add Alpaca, ShareGPT, CSV or OpenAI rows to seeds or test rows."""
+"""stillroom import FILE --into PATH: add Alpaca, ShareGPT, CSV or OpenAI rows to seeds or test rows;
+the labels (or the task kind) of a placeholder task come from their answers (core/importing.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,21 +22,16 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from stillroom.core import records
+    from stillroom.core.importing import import_into
     from stillroom.core.project import Project
     project = Project.open(args.into)
-    rows = records.import_file(args.file, fmt=args.format, input_column=args.input_column,
-                               output_column=args.output_column, system_column=args.system_column,
-                               system=project.config.task.system_prompt)
     with project.lock("stillroom import"):
-        if args.to == "seeds":
-            existing = [] if args.replace else project.all_seeds()
-            project.save_seeds(existing + rows)
-            target = project.seeds_path
-        else:
-            existing = [] if args.replace or not project.test_path.exists() else project.tests()
-            project.save_tests(existing + rows)
-            target = project.test_path
-    console().print(f"imported {len(rows)} row(s) from {args.file} into {target} "
-                    f"({len(existing) + len(rows)} in all)")
+        result = import_into(project, args.file, to=args.to, replace_rows=args.replace, fmt=args.format,
+                             input_column=args.input_column, output_column=args.output_column,
+                             system_column=args.system_column)
+    out = console()
+    out.print(f"imported {result.count} row(s) from {args.file} into {result.target} ({result.total} in all)",
+              soft_wrap=True)
+    if result.notice:
+        out.print(result.notice, soft_wrap=True)
     return 0
