@@ -23,7 +23,9 @@ from .task_guess import (Guess, could_be_labels, guess_kind, has_placeholder_lab
                          labels_from_answers)
 from .tasks import Classification, TaskKind, kind_named, task_kind
 
-CHANGE_HINT = "change it with task.type and task.labels in stillroom.toml or on the Task screen"
+# Column names a CSV's input and answer often have, most telling first.
+INPUT_NAMES = ("input", "text", "question", "prompt", "instruction", "query", "sentence", "ticket")
+ANSWER_NAMES = ("output", "answer", "label", "response", "target", "completion", "class", "intent")
 
 
 @dataclass(frozen=True)
@@ -73,12 +75,11 @@ def plan_import(task: TaskConfig, rows_after: Sequence[dict], placed: Sequence[t
         answers = [records.answer_text(r) for r in rows_after]
         if could_be_labels(answers):
             labels = labels_from_answers(answers)
-            return ImportPlan(replace(task, labels=labels),
-                              f"labels set from the answers: {', '.join(labels)} ({CHANGE_HINT})")
+            return ImportPlan(replace(task, labels=labels), f"labels set from the answers: {', '.join(labels)}")
         if len(labels_from_answers(answers)) < 2 and all(label_shaped(a) for a in answers):
             return ImportPlan(task, "")          # one short answer so far: nothing to tell from yet
         guess = guess_kind(answers)
-        return ImportPlan(task_of_kind(task, guess.kind), f"{describe(guess)} ({CHANGE_HINT})")
+        return ImportPlan(task_of_kind(task, guess.kind), describe(guess))
     problem = task_kind(task).imported_answers_problem(
         [(place, records.answer_text(row)) for place, row in placed], source)
     if problem:
@@ -86,20 +87,48 @@ def plan_import(task: TaskConfig, rows_after: Sequence[dict], placed: Sequence[t
     return ImportPlan(task, "")
 
 
+def read_and_plan(task: TaskConfig, seeds: Sequence[dict], tests: Sequence[dict], path: Path, to: str,
+                  **options) -> tuple[list[dict], ImportPlan]:
+    """The rows `path` holds and the task after adding them to `to` ("seeds" or "test"), next to the
+    project's `seeds` and `tests`; nothing is written."""
+    placed = records.import_placed(path, system=task.system_prompt, **read_options(**options))
+    new = [row for _, row in placed]
+    rows_after = [*seeds, *new, *tests] if to == "seeds" else [*seeds, *tests, *new]
+    return new, plan_import(task, rows_after, placed, path)
+
+
+def guess_columns(path: Path) -> dict:
+    """read_options keywords naming a CSV's input and answer columns when the file lacks columns called
+    input and output: the first known names (INPUT_NAMES, ANSWER_NAMES), else a two-column file's two
+    columns in order; {} for other files, or when there is nothing to go on (the import then names the
+    columns it found)."""
+    if Path(path).suffix.lower() not in (".csv", ".tsv"):
+        return {}
+    header = records.csv_header(path)
+    by_name = {column.strip().lower(): column for column in header}
+    if "input" in by_name and "output" in by_name:
+        return {}
+    found = [next((by_name[n] for n in names if n in by_name), None) for names in (INPUT_NAMES, ANSWER_NAMES)]
+    if None in found and len(header) == 2:
+        found = list(header)
+    if None in found or found[0] == found[1]:
+        return {}
+    return {"input_column": found[0], "output_column": found[1]}
+
+
 def import_into(project: Project, path: Path, *, to: str = "seeds", replace_rows: bool = False,
                 **options) -> ImportResult:
     """Read `path` into the project's seeds or test rows (the caller holds the project lock); the
     config is written after the rows when the import set the task."""
-    placed = records.import_placed(path, system=project.config.task.system_prompt, **read_options(**options))
-    new = [row for _, row in placed]
-    has_tests = project.test_path.exists()
     seeds = project.all_seeds()
-    tests = project.tests() if has_tests else []
+    tests = project.tests() if project.test_path.exists() else []
+    if replace_rows:
+        seeds, tests = (([], tests) if to == "seeds" else (seeds, []))
+    new, plan = read_and_plan(project.config.task, seeds, tests, path, to, **options)
     if to == "seeds":
-        seeds = ([] if replace_rows else seeds) + new
+        seeds = seeds + new
     else:
-        tests = ([] if replace_rows else tests) + new
-    plan = plan_import(project.config.task, seeds + tests, placed, path)
+        tests = tests + new
     if to == "seeds":
         project.save_seeds(seeds)
     else:

@@ -311,8 +311,7 @@ def _json_objects(path: Path) -> Iterator[tuple[str, str, dict]]:
         yield f"{path}:{number}", f"line {number}", obj
 
 
-def _import_csv(path: Path, input_column: str, output_column: str, system_column: str,
-                system: str) -> list[tuple[str, dict]]:
+def _csv_reader(path: Path) -> tuple[csv.DictReader, list[str]]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -327,6 +326,17 @@ def _import_csv(path: Path, input_column: str, output_column: str, system_column
         header = reader.fieldnames or []
     except csv.Error as exc:
         raise DataError(f"{path}:1: broken CSV header: {exc}") from None
+    return reader, list(header)
+
+
+def csv_header(path: Path) -> list[str]:
+    """The column names of a CSV (or TSV) file."""
+    return _csv_reader(Path(path))[1]
+
+
+def _import_csv(path: Path, input_column: str, output_column: str, system_column: str,
+                system: str) -> list[tuple[str, dict]]:
+    reader, header = _csv_reader(path)
     needed = [c for c in (input_column, output_column, system_column) if c]
     missing = [c for c in needed if c not in header]
     if missing:

@@ -8,7 +8,7 @@ import pytest
 from clitools import run_cli
 from stillroom.core import records
 from stillroom.core.errors import DataError
-from stillroom.core.importing import create_from, import_into
+from stillroom.core.importing import create_from, guess_columns, import_into
 from stillroom.core.project import Project
 from stillroom.core.task_guess import PLACEHOLDER_LABELS, guess_kind, labels_from_answers
 from stillroom.core.tasks import Classification
@@ -77,7 +77,7 @@ def test_import_into_placeholder_project_sets_labels_from_seeds_and_tests(tmp_pa
                                            ("refund please", "billing")])
     tests = write_csv(tmp_path / "t.csv", [("app crashes", "technical"), ("late parcel", "shipping")])
     result = import_into(project, seeds, input_column="text", output_column="team")
-    assert result.notice.startswith("labels set from the answers: billing, shipping (")
+    assert result.notice == "labels set from the answers: billing, shipping"
     assert Project.open(project.root).config.task.labels == ["billing", "shipping"]
     # Labels are configured now: a test row with another answer is refused, and nothing is written.
     before = snapshot(project.root)
@@ -121,6 +121,18 @@ def test_cli_import_refuses_answers_outside_the_labels(tmp_path):
     assert result.stderr.strip() == (f"stillroom: error: {source}: lines 3, 5: answers not among the labels "
                                      f"[billing, shipping]: 'refund', 'Billing'")
     assert snapshot(project.root) == before
+
+
+@pytest.mark.parametrize("header, columns", [
+    ("input,output", {}),                                             # the importer's own defaults
+    ("id,Question,notes,Answer", {"input_column": "Question", "output_column": "Answer"}),
+    ("ticket,team", {"input_column": "ticket", "output_column": "team"}),   # two columns, in order
+    ("a,b,c", {}),                                                    # nothing to go on
+])
+def test_guess_columns(tmp_path, header, columns):
+    path = tmp_path / "rows.csv"
+    path.write_text(header + "\n")
+    assert guess_columns(path) == columns
 
 
 # ---------------------------------------------------------------- init --from

@@ -33,5 +33,6 @@ def run(args) -> int:
     out.print(f"imported {result.count} row(s) from {args.file} into {result.target} ({result.total} in all)",
               soft_wrap=True)
     if result.notice:
-        out.print(result.notice, soft_wrap=True)
+        out.print(f"{result.notice} (change it with task.type and task.labels in {project.config_path})",
+                  soft_wrap=True)
     return 0
