@@ -22,8 +22,11 @@ class LlamaServer:
     """`python -m llama_cpp.server` on 127.0.0.1 only; stop() ends exactly the process it started."""
 
     def __init__(self, model: Path, port: int | None = None, alias: str = "smollm2", n_ctx: int = 1024,
-                 log: Path | None = None, threads: int = 0):
+                 log: Path | None = None, threads: int = 0, interrupt_requests: bool | None = False):
+        """`interrupt_requests` None starts the server with its own default (True: a streaming answer
+        is cut short whenever another request arrives), as a user who passes no flags does."""
         self.model, self.alias, self.n_ctx, self.log, self.threads = model, alias, n_ctx, log, threads
+        self.interrupt_requests = interrupt_requests
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -36,9 +39,10 @@ class LlamaServer:
         # llama-cpp-python's server, loading its model with Stillroom's llama.cpp load settings
         cmd = [sys.executable, "-m", "stillroom.core.backends.llamacpp_load", "--model", str(self.model), "--model_alias",
                self.alias, "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
-               "--verbose", "False",
-               # its default cuts a streaming answer short whenever another request arrives
-               "--interrupt_requests", "False"]
+               "--verbose", "False"]
+        if self.interrupt_requests is not None:
+            # its default (True) cuts a streaming answer short whenever another request arrives
+            cmd += ["--interrupt_requests", str(self.interrupt_requests)]
         if self.threads:
             cmd += ["--n_threads", str(self.threads), "--n_threads_batch", str(self.threads)]
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -68,6 +68,7 @@ class GenerationProgress(Event):
     teacher_tokens: int
     tokens_per_second: float
     rejected_by_reason: dict = field(default_factory=dict)
+    note: str = ""               # a standing remark on the run (the teacher's concurrency lowered)
 
 
 @dataclass(frozen=True)

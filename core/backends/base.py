@@ -76,15 +76,23 @@ class AnswersBatches(Protocol):
 
 class BoundsConcurrency(Protocol):
     """How many requests callers should keep in flight at once (a batched engine's slots, a server's
-    configured limit)."""
+    configured limit). It may fall while the model runs (a server that cuts concurrent streams), so
+    callers read it again through `concurrency_limit(model)` rather than keep the first value."""
 
     max_concurrency: int
+
+
+class ExplainsConcurrency(Protocol):
+    """Why `max_concurrency` fell while the model ran, in one line ("" while it has not)."""
+
+    concurrency_note: str
 
 
 _MEMBERS: dict[type, tuple[str, ...]] = {
     ScoresContinuations: ("score_continuations",),
     AnswersBatches: ("chat_batch", "complete_batch"),
     BoundsConcurrency: ("max_concurrency",),
+    ExplainsConcurrency: ("concurrency_note",),
 }
 
 
@@ -107,6 +115,11 @@ def concurrency_limit(model: object) -> Optional[int]:
     if not supports(model, BoundsConcurrency):
         return None
     return int(model.max_concurrency) or None
+
+
+def concurrency_note(model: object) -> str:
+    """Why the model's bound on requests in flight fell, or "" when it has not (or cannot)."""
+    return str(model.concurrency_note) if supports(model, ExplainsConcurrency) else ""
 
 
 def choose_mode(model: TextModel, configured: str = "auto") -> str:

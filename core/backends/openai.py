@@ -4,7 +4,13 @@ One or more base URLs (`teacher.model = "openai:<url>"` plus `teacher.servers`) 
 are used round-robin; requests are streamed (cancel works mid-answer), time out after
 `teacher.timeout` seconds, and are retried with exponential backoff and jitter on 429, 5xx,
 timeouts and refused connections (the next try goes to the next server). A wrong model name or an
-unreachable server is one clear `ModelError`. The API key is read from the environment variable
+unreachable server is one clear `ModelError`.
+
+Some servers cut a streaming answer short whenever another request arrives (llama-cpp-python's server
+does unless started with `--interrupt_requests False`). When an answer ends without a finish reason
+while other requests were running on the same server, that server is given fewer requests at once
+(halved, down to 1), the answer is asked again without counting as a failed try, and the reason is
+logged and kept in `concurrency_note` for the caller's progress line. The API key is read from the environment variable
 *named* by `teacher.api_key_env`, at load time; it is never stored, logged or put in an error.
 
 The `openai` client library is imported here only, when an openai teacher is loaded.
@@ -13,10 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import random
 import threading
 import time
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from ..errors import ModelError
@@ -24,10 +32,31 @@ from .base import Completion, SamplingParams, TokenCallback
 from .streaming import drain
 
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+_INTERRUPTS_HINT = ("the server interrupts a streaming answer when another request arrives "
+                    "(llama-cpp-python's server does unless started with --interrupt_requests False)")
+log = logging.getLogger("stillroom.teacher")
 
 
 class _Incomplete(Exception):
     """The stream ended without a finish reason: the server dropped or interrupted the answer."""
+
+
+@dataclass
+class _Server:
+    url: str
+    client: object
+    limit: int            # requests it is given at once; falls when it cuts concurrent streams
+    active: int = 0
+    started: int = 0      # requests ever started on it: a change during a request means they overlapped
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """One request's place on a server, and what it saw there when it started."""
+    server: _Server
+    started: int
+    shared: bool          # another request was running on the server when this one started
+    limit: int
 
 
 class OpenAIModel:
@@ -49,7 +78,8 @@ class OpenAIModel:
         self.name = self.model_name or ref.name
         self.timeout = float(config.timeout)
         self.max_retries = int(getattr(config, "max_retries", 5))
-        self.max_concurrency = int(config.max_in_flight)
+        self.max_in_flight = max(1, int(config.max_in_flight))
+        self.concurrency_note = ""     # why a server was given fewer requests at once, when it was
         self.is_base = config.mode == "completion"
         key = "sk-no-key-required"     # local servers accept anything; the client insists on a value
         if config.api_key_env:
@@ -61,6 +91,8 @@ class OpenAIModel:
         self._uses_key = bool(config.api_key_env)
         self._clients = [openai.OpenAI(base_url=url, api_key=key, timeout=timeout, max_retries=0)
                          for url in self.urls]
+        self._servers = [_Server(url, client, self.max_in_flight) for url, client in zip(self.urls, self._clients)]
+        self._slots = threading.Condition()
         self._next = itertools.count()
         self._checked = False
         self._check_lock = threading.Lock()
@@ -83,6 +115,12 @@ class OpenAIModel:
                                                   stream=True, **self._kwargs(params))
         with self._redacting():
             return self._run(call, on_token, cancel, chat=True)
+
+    @property
+    def max_concurrency(self) -> int:
+        """Requests worth keeping in flight: teacher.max_in_flight, or fewer once a server cut
+        concurrent streams."""
+        return max(1, min(self.max_in_flight, sum(server.limit for server in self._servers)))
 
     def close(self) -> None:
         for client in self._clients:
@@ -152,9 +190,45 @@ class OpenAIModel:
             kwargs["seed"] = params.seed
         return kwargs
 
-    def _client(self, attempt_offset: int = 0):
-        i = next(self._next) % len(self._clients)
-        return self.urls[i], self._clients[i]
+    def _acquire(self, cancel) -> Optional[_Slot]:
+        """The next server in turn with room for one more request (waiting for one if none has);
+        None when cancelled while waiting."""
+        with self._slots:
+            while True:
+                start = next(self._next)
+                for k in range(len(self._servers)):
+                    server = self._servers[(start + k) % len(self._servers)]
+                    if server.active < server.limit:
+                        server.active += 1
+                        server.started += 1
+                        return _Slot(server, server.started, server.active > 1, server.limit)
+                if cancel is not None and cancel.is_set():
+                    return None
+                self._slots.wait(0.2)
+
+    def _release(self, slot: _Slot) -> None:
+        with self._slots:
+            slot.server.active -= 1
+            self._slots.notify_all()
+
+    def _lower(self, slot: _Slot) -> bool:
+        """After an answer cut short: when other requests ran on the same server meanwhile, give that
+        server fewer at once and say so. True when the cut is put down to the overlap (the answer is
+        asked again without counting a try)."""
+        with self._slots:
+            server = slot.server
+            overlapped = slot.shared or server.started != slot.started
+            if not overlapped or slot.limit <= 1:
+                return False
+            if server.limit < slot.limit:
+                return True            # another cut answer has lowered it already
+            before = server.limit
+            server.limit = max(1, min(server.limit, server.active) // 2)
+            self.concurrency_note = (f"teacher lowered to {server.limit} request"
+                                     f"{'s' if server.limit > 1 else ''} at a time: {server.url} cut answers "
+                                     f"short with {before} at once (it interrupts concurrent streams)")
+        log.warning("%s", self.concurrency_note)
+        return True
 
     def _run(self, call, on_token, cancel, chat: bool) -> Completion:
         if not self._checked:
@@ -162,14 +236,23 @@ class OpenAIModel:
         openai = self._openai
         delay = 0.5
         last = None
-        for attempt in range(self.max_retries + 1):
+        attempt = 0
+        while attempt <= self.max_retries:
             if cancel is not None and cancel.is_set():
                 return Completion("", "cancelled")
-            url, client = self._client()
+            slot = self._acquire(cancel)
+            if slot is None:
+                return Completion("", "cancelled")
+            url, client = slot.server.url, slot.server.client
             streamed = []
             try:
                 return self._drain(call(client), on_token, cancel, chat, streamed)
-            except (openai.APIConnectionError, openai.APITimeoutError, _Incomplete) as exc:
+            except _Incomplete as exc:
+                last = (url, exc)
+                if not streamed or on_token is None:
+                    if self._lower(slot):
+                        continue
+            except (openai.APIConnectionError, openai.APITimeoutError) as exc:
                 last = (url, exc)
             except openai.APIStatusError as exc:
                 status = exc.status_code
@@ -187,17 +270,29 @@ class OpenAIModel:
                 retry_after = _retry_after(exc)
                 if retry_after is not None:
                     delay = max(delay, retry_after)
+            finally:
+                self._release(slot)
             if streamed and on_token is not None:
                 # Text already shown cannot be taken back: say so rather than show it twice.
                 raise ModelError(f"{url}: the answer broke off midway ({_reason(last[1])})",
                                  "llama-cpp-python's server interrupts a streaming answer when another "
-                                 "request arrives unless started with --interrupt_requests false")
+                                 "request arrives unless started with --interrupt_requests False")
             if attempt < self.max_retries:
                 self._sleep(min(delay, 20.0) * (0.75 + 0.5 * random.random()))
                 delay *= 2
+            attempt += 1
         url, exc = last
+        if isinstance(exc, _Incomplete):
+            raise ModelError(f"{url}: no answer after {self.max_retries + 1} tries ({_reason(exc)})",
+                             self._incomplete_remedy())
         raise ModelError(f"{url}: no answer after {self.max_retries + 1} tries ({_reason(exc)})",
                          "is the server running and reachable? raise teacher.timeout for slow servers")
+
+    def _incomplete_remedy(self) -> str:
+        if self.max_concurrency > 1:
+            return f"{_INTERRUPTS_HINT}; start it with --interrupt_requests False or set teacher.max_in_flight = 1"
+        return (f"{_INTERRUPTS_HINT}; answers were cut even one at a time, so another client may be using "
+                f"the server: start it with --interrupt_requests False, or look at the server's log")
 
     def _drain(self, stream, on_token, cancel, chat: bool, streamed: list) -> Completion:
         usage = None

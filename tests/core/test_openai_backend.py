@@ -130,3 +130,19 @@ def test_api_key_comes_from_the_named_variable(monkeypatch, servers):
     cfg = ProjectConfig()
     cfg.teacher.api_key_env = "STILLROOM_TEST_KEY"
     assert "sk-secret-value" not in render_toml(cfg)
+
+
+def test_generation_survives_a_server_started_with_its_defaults(tmp_path):
+    """llama-cpp-python's server as users start it (no --interrupt_requests False) cuts a streaming answer
+    short whenever another request arrives: with max_in_flight = 2 the run lowers to one request at a
+    time, says so on its progress line and in its log, and finishes."""
+    from clitools import run_cli
+    from stillroom.core.project import Project
+    with LlamaServer(bundled_path("smollm2-135m-instruct"), threads=1, interrupt_requests=None) as server:
+        project = qa_project_on(tmp_path / "p", server.url, max_in_flight=2)
+        out = run_cli("generate", project.root, "--count", "3", env={"COLUMNS": "400"}, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "interrupts concurrent streams" in out.stderr
+    assert "lowered to 1 request at a time" in (project.root / "data" / ".teacher.log").read_text()
+    rows = Project.open(project.root).synthetic()
+    assert sum(r["status"] == "kept" for r in rows) == 3

@@ -50,7 +50,7 @@ def run_with_progress(job, count: int):
             if isinstance(event, events.GenerationProgress):
                 bar.update(task, completed=event.kept,
                            info=f"kept {event.kept} · rejected {event.rejected} · "
-                                f"{event.tokens_per_second:.0f} tok/s")
+                                f"{event.tokens_per_second:.0f} tok/s" + (f" · {event.note}" if event.note else ""))
             elif isinstance(event, events.Status):
                 bar.update(task, info=event.message)
 
