@@ -105,6 +105,9 @@ class GenerationConfig:
                                 "label it was written for is rejected (reject), or kept with the teacher's "
                                 "label (relabel; meta.intended_label keeps the other; the next candidates' "
                                 "labels keep the set balanced).", choices=("reject", "relabel"))
+    teacher_logprobs: int = setting(0, "Keep the teacher's k most likely tokens and their log-probabilities "
+                                    "for each answer token (data/teacher_topk.jsonl), for training.objective "
+                                    "= logits; 0 = off. llama.cpp teachers only.", minimum=0)
     seed: int = setting(0, "Random seed for label choice, few-shot rotation and sampling.")
     max_attempts_factor: int = setting(20, "Give up after target x this many candidates.", minimum=1)
 
@@ -151,10 +154,10 @@ class TrainingConfig:
                              "probability of each whole label, so teacher and student may have different "
                              "tokenizers. logits: the teacher's top-k token log-probabilities (same "
                              "tokenizer only).", choices=("sft", "soft-labels", "logits"))
-    distill_weight: float = setting(0.5, "soft-labels: share of the loss taken by the teacher's "
+    distill_weight: float = setting(0.5, "soft-labels and logits: share of the loss taken by the teacher's "
                                     "distribution (the rest is the answer's cross-entropy); 0 to 1.", minimum=0)
-    distill_temperature: float = setting(2.0, "soft-labels: temperature that softens both the teacher's and "
-                                         "the student's label distribution before they are compared.",
+    distill_temperature: float = setting(2.0, "soft-labels and logits: temperature that softens both the "
+                                         "teacher's and the student's distribution before they are compared.",
                                          minimum=0, exclusive_min=True)
 
 
