@@ -4,7 +4,13 @@ The teacher is asked exactly as in generation (few-shot completion for a base te
 instruct one), with shots drawn only from training seeds, never from test rows. The students are
 asked the way they were trained (the row's system prompt and input through the chat template) and
 decode in left-padded batches; an adapter run loads the student once and answers as the base model
-with the adapter switched off.
+with the adapter switched off. A classification answer ends at its label (or its first line).
+
+Baselines (evaluation.baselines) answer beside the base student: few-shot (evaluation.few_shot seeds
+as chat turns, or a completion prompt), scored (classification: the label the base student gives the
+highest log-probability, no text to parse) and seed-only (the student trained on the seeds alone,
+core.seed_only). The headline stays the gap closed against the base student; beside it, the gap closed
+against the best prompted baseline and tuned − seed-only, each with a paired bootstrap interval.
 
 Output, under runs/<run-id>/eval/ (each file written whole, atomically):
     predictions.jsonl   one record per test row: input, reference, each model's answer, scores, latency
@@ -22,16 +28,25 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import metrics, records
-from .backends.base import Completion, SamplingParams, TextModel, choose_mode
+from .backends.base import Completion, SamplingParams, ScoresContinuations, TextModel, choose_mode, supports
 from .errors import Cancelled, ConfigError, StillroomError
 from .events import EvalFinished, EvalProgress, EventSink, Status, ignore
 from .fsio import atomic_write_jsonl, atomic_write_text
 from .project import Project, text_id
 from .models import ROLE_TITLES
-from .prompts import Prompter, ask
+from .prompts import Prompter, Request, ask
 from .tasks import kind_named, task_kind
 
 MODELS = ("teacher", "base", "tuned")
+BASELINES = {"few-shot": "few_shot", "scored": "scored", "seed-only": "seed_only"}   # setting -> key
+COLUMNS = ("teacher", "base", "few_shot", "scored", "seed_only", "tuned")          # table order
+PROMPTED = ("base", "few_shot", "scored")          # what a user gets from the base student without training
+TITLES = {**ROLE_TITLES, "few_shot": "base few-shot", "scored": "base scored", "seed_only": "seed-only student"}
+
+
+def model_keys(result: dict) -> list[str]:
+    """The models an evaluation scored, in table order (older evaluations have the three only)."""
+    return [k for k in COLUMNS if k in result["models"]]
 
 
 @dataclass
@@ -79,7 +94,10 @@ def run_weights(project: Project, run: Optional[str] = None) -> RunWeights:
         student = student.get("model") or student.get("ref")
     if not isinstance(student, str) or not student:
         student = config.get("student_model") if isinstance(config.get("student_model"), str) else None
-    student = student or project.config.student.model
+    return weights_in(run_dir, student or project.config.student.model, project.root)
+
+
+def weights_in(run_dir: Path, student: str, project_root: Path) -> RunWeights:
     adapter = run_dir / "adapter"
     model_dir = run_dir / "model"
     if (adapter / "adapter_config.json").exists():
@@ -87,7 +105,17 @@ def run_weights(project: Project, run: Optional[str] = None) -> RunWeights:
     if (model_dir / "config.json").exists():
         return RunWeights(run_dir.name, run_dir, student, None, model_dir)
     raise StillroomError(f"{run_dir}: the run has no adapter/ or model/ folder (unfinished or stopped "
-                         f"before its first save)", f"train again: stillroom train {project.root}")
+                         f"before its first save)", f"train again: stillroom train {project_root}")
+
+
+def load_one(project: Project, weights: RunWeights, name: str, *, device: Optional[str] = None):
+    """The trained student of `weights` alone (the seed-only student)."""
+    from .backends.hf import HFModel
+    device = device or project.config.evaluation.device
+    if weights.adapter is not None:
+        return HFModel.load(weights.student_ref, project_dir=project.root, adapter=weights.adapter,
+                            device=device, name=name)
+    return HFModel.load(str(weights.model_dir), project_dir=project.root, device=device, name=name)
 
 
 def load_students(project: Project, weights: RunWeights, *, device: Optional[str] = None,
@@ -176,9 +204,46 @@ class Evaluation:
             raise ConfigError(f"{project.config_path}: evaluation.headline = \"judge\" needs "
                               f"evaluation.judge = true")
         self.pool = shot_pool(project, tests)
-        self.outputs: dict[str, list[Optional[dict]]] = {m: [None] * len(tests) for m in MODELS}
+        self.skipped: dict[str, str] = {}          # baseline key -> why it did not run
+        self.baselines = self._planned_baselines()
+        self.keys = [k for k in COLUMNS if k in MODELS or k in self.baselines]
+        self.outputs: dict[str, list[Optional[dict]]] = {m: [None] * len(tests) for m in self.keys}
         self.names: dict[str, str] = {}
         self.modes: dict[str, str] = {}
+        self.notes: dict[str, str] = {}
+
+    def _planned_baselines(self) -> list[str]:
+        planned = []
+        for setting in self.config.evaluation.baselines:
+            key = BASELINES[setting]
+            if key == "scored" and not self.kind.label_set:
+                self.skipped[key] = "not a classification task (no labels to score)"
+            elif key in ("few_shot", "scored") and not self.pool:
+                self.skipped[key] = "no seeds outside the test rows to show"
+            elif key not in planned:
+                planned.append(key)
+        return planned
+
+    def skip(self, key: str, reason: str) -> None:
+        if key in self.baselines:
+            self.baselines.remove(key)
+            self.keys.remove(key)
+            self.outputs.pop(key, None)
+        self.skipped[key] = reason
+
+    @property
+    def answer_params(self) -> SamplingParams:
+        """Greedy; a classification answer ends at its label or its first line."""
+        return SamplingParams(temperature=0.0, max_tokens=self.config.evaluation.max_tokens,
+                              answers=tuple(self.kind.label_set))
+
+    def few_shot_shots(self) -> list[dict]:
+        """The seeds every few-shot and scored prompt shows: fixed, every label equally often."""
+        rng = random.Random(f"eval-shots:{self.config.evaluation.seed}")
+        return self.kind.answer_shots(list(self.pool), rng, self.config.evaluation.few_shot)
+
+    def _system(self, row: dict) -> str:
+        return records.system_text(row) or self.config.task.system_prompt
 
     def _check(self) -> None:
         if self.cancel.is_set():
@@ -186,33 +251,127 @@ class Evaluation:
 
     # ------------------------------------------------------------ students
     def run_students(self, base: TextModel, tuned: TextModel) -> None:
+        for key, model in (("base", base), ("tuned", tuned)):
+            self.answer_zero_shot(key, model)
+
+    def answer_zero_shot(self, key: str, model: TextModel) -> None:
+        """A student asked the way it was trained: the row's system prompt and input, nothing more."""
         ev = self.config.evaluation
         task = self.config.task
-        params = SamplingParams(temperature=0.0, max_tokens=ev.max_tokens)
-        for key, model in (("base", base), ("tuned", tuned)):
-            self.names[key] = model.name
-            chat = model.supports_chat
-            self.modes[key] = "chat" if chat else "completion"
-            prompter = Prompter(task, "completion")
-            total = len(self.tests)
-            self.on_event(EvalProgress(key, 0, total))
-            for start in range(0, total, ev.batch_size):
-                self._check()
-                batch = self.tests[start:start + ev.batch_size]
-                if chat:
-                    convs = [student_messages(r, task.system_prompt) for r in batch]
-                    answers = model.chat_batch(convs, params, cancel=self.cancel)
-                else:
-                    requests = [prompter.answer(shots_for(self.pool, self.config.generation.few_shot,
-                                                          ev.seed, start + i), records.user_text(r),
-                                                task.system_prompt) for i, r in enumerate(batch)]
-                    stop_params = SamplingParams(**{**params.__dict__, "stop": requests[0].stop})
-                    answers = model.complete_batch([q.prompt for q in requests], stop_params,
-                                                   cancel=self.cancel)
-                self._check()
-                for i, answer in enumerate(answers):
-                    self.outputs[key][start + i] = _output(answer, batched=len(batch))
-                self.on_event(EvalProgress(key, min(start + len(batch), total), total))
+        params = self.answer_params
+        self.names[key] = model.name
+        chat = model.supports_chat
+        self.modes[key] = "chat" if chat else "completion"
+        prompter = Prompter(task, "completion")
+        total = len(self.tests)
+        self.on_event(EvalProgress(key, 0, total))
+        for start in range(0, total, ev.batch_size):
+            self._check()
+            batch = self.tests[start:start + ev.batch_size]
+            if chat:
+                convs = [student_messages(r, task.system_prompt) for r in batch]
+                answers = model.chat_batch(convs, params, cancel=self.cancel)
+            else:
+                requests = [prompter.answer(shots_for(self.pool, self.config.generation.few_shot,
+                                                      ev.seed, start + i), records.user_text(r),
+                                            task.system_prompt) for i, r in enumerate(batch)]
+                stop_params = SamplingParams(**{**params.__dict__, "stop": requests[0].stop})
+                answers = model.complete_batch([q.prompt for q in requests], stop_params,
+                                               cancel=self.cancel)
+            self._check()
+            for i, answer in enumerate(answers):
+                self.outputs[key][start + i] = _output(answer, batched=len(batch))
+            self.on_event(EvalProgress(key, min(start + len(batch), total), total))
+
+    # ------------------------------------------------------------ prompted baselines
+    def few_shot_request(self, model: TextModel, row: dict) -> Request:
+        """The base student shown the fixed few-shot seeds: as chat turns when it has a chat template,
+        else as a completion prompt."""
+        mode = "chat" if model.supports_chat else "completion"
+        return Prompter(self.config.task, mode).answer(self.few_shot_shots(), records.user_text(row),
+                                                       self._system(row))
+
+    def run_few_shot(self, base: TextModel) -> None:
+        if "few_shot" not in self.baselines:
+            return
+        ev = self.config.evaluation
+        key = "few_shot"
+        self.names[key] = base.name
+        self.modes[key] = f"{'chat' if base.supports_chat else 'completion'}, {len(self.few_shot_shots())} shots"
+        total = len(self.tests)
+        self.on_event(EvalProgress(key, 0, total))
+        for start in range(0, total, ev.batch_size):
+            self._check()
+            batch = self.tests[start:start + ev.batch_size]
+            requests = [self.few_shot_request(base, r) for r in batch]
+            if base.supports_chat:
+                answers = base.chat_batch([list(q.messages) for q in requests], self.answer_params,
+                                          cancel=self.cancel)
+            else:
+                params = SamplingParams(**{**self.answer_params.__dict__, "stop": requests[0].stop})
+                answers = base.complete_batch([q.prompt for q in requests], params, cancel=self.cancel)
+            self._check()
+            for i, answer in enumerate(answers):
+                self.outputs[key][start + i] = _output(answer, batched=len(batch))
+            self.on_event(EvalProgress(key, min(start + len(batch), total), total))
+
+    def scoring_prompt(self, model: TextModel, row: dict) -> tuple[str, list[str]]:
+        """(prompt, one continuation per label): the few-shot prompt, and each label as a whole answer
+        (closed by the chat template's end of turn, or by the end of the line)."""
+        request = self.few_shot_request(model, row)
+        labels = list(self.kind.label_set)
+        if request.mode == "chat":
+            prompt = model.render_chat(list(request.messages))
+            end = model.answer_end(list(request.messages)) if hasattr(model, "answer_end") else ""
+            return prompt, [label + end for label in labels]
+        return request.prompt, [f" {label}\n" for label in labels]
+
+    def run_scored(self, base: TextModel) -> None:
+        if "scored" not in self.baselines:
+            return
+        if not supports(base, ScoresContinuations):
+            self.skip("scored", f"{base.name} cannot score continuations")
+            return
+        key = "scored"
+        labels = list(self.kind.label_set)
+        self.names[key] = base.name
+        self.modes[key] = f"{'chat' if base.supports_chat else 'completion'}, {len(self.few_shot_shots())} shots, " \
+                          f"label log-probability"
+        total = len(self.tests)
+        self.on_event(EvalProgress(key, 0, total))
+        for i, row in enumerate(self.tests):
+            self._check()
+            started = time.perf_counter()
+            prompt, continuations = self.scoring_prompt(base, row)
+            scores = base.score_continuations(prompt, continuations)
+            self.outputs[key][i] = {"text": labels[scores.index(max(scores))], "finish_reason": "stop",
+                                    "tokens": 0, "seconds": round(time.perf_counter() - started, 4),
+                                    "batched": 1, "label_probs": _softmax(labels, scores)}
+            self.on_event(EvalProgress(key, i + 1, total))
+
+    # ------------------------------------------------------------ seed-only student
+    def run_seed_only(self) -> None:
+        """Train (or reuse) the seed-only student, then let it answer like the tuned one."""
+        if "seed_only" not in self.baselines:
+            return
+        from .seed_only import seed_only_run
+        try:
+            run_dir = seed_only_run(self.project, self.weights.run_dir, self.tests, on_event=self.on_event,
+                                    cancel=self.cancel)
+        except Cancelled:
+            raise
+        except StillroomError as exc:
+            self.skip("seed_only", str(exc))
+            return
+        self._check()
+        weights = weights_in(run_dir, self.weights.student_ref, self.project.root)
+        self.on_event(Status(f"loading the seed-only student ({run_dir.parent.name}/{run_dir.name})"))
+        model = load_one(self.project, weights, f"{_short(weights.student_ref)} seeds only")
+        try:
+            self.answer_zero_shot("seed_only", model)
+        finally:
+            model.close()
+        self.notes["seed_only"] = str(run_dir.relative_to(self.project.root))
 
     # ------------------------------------------------------------ teacher
     def run_teacher(self, teacher: TextModel) -> None:
@@ -257,11 +416,11 @@ class Evaluation:
     def run_judge(self, teacher: TextModel) -> None:
         mode = choose_mode(teacher, self.config.teacher.mode)
         params = SamplingParams(temperature=0.0, max_tokens=8)
-        total = len(self.tests) * len(MODELS)
+        total = len(self.tests) * len(self.keys)
         done = 0
         self.on_event(EvalProgress("judge", 0, total))
         for i, row in enumerate(self.tests):
-            for key in MODELS:
+            for key in self.keys:
                 self._check()
                 out = self.outputs[key][i]
                 request = metrics.judge_request(mode, self.config.task.description, records.user_text(row),
@@ -277,7 +436,7 @@ class Evaluation:
         references = [records.answer_text(r) for r in self.tests]
         per_model: dict[str, list[dict]] = {}
         summary: dict = {}
-        for key in MODELS:
+        for key in self.keys:
             answers = [o["text"] for o in self.outputs[key]]
             scores = [self.kind.score_example(a, ref) for a, ref in zip(answers, references)]
             if self.judge:
@@ -296,16 +455,25 @@ class Evaluation:
             agg["truncated"] = sum(1 for o in outs if o["finish_reason"] == "length")
             agg["name"] = self.names.get(key, key)
             agg["mode"] = self.modes.get(key, "")
+            if key in self.notes:
+                agg["run"] = self.notes[key]
             summary[key] = agg
-        gap = metrics.bootstrap_gap_closed(*(
-            [s[self.headline] for s in per_model[k]] for k in MODELS),
-            resamples=self.config.evaluation.bootstrap, seed=self.config.evaluation.seed)
+        ev = self.config.evaluation
+        scores = {k: [s[self.headline] for s in per_model[k]] for k in self.keys}
+        gap = metrics.bootstrap_gap_closed(scores["teacher"], scores["base"], scores["tuned"],
+                                           resamples=ev.bootstrap, seed=ev.seed)
+        # The best prompted baseline by its score on the whole test set; ties go to the simplest prompt.
+        best = max((k for k in PROMPTED if k in scores), key=lambda k: (metrics.mean(scores[k]), -PROMPTED.index(k)))
+        vs_prompted = metrics.bootstrap_gap_closed(scores["teacher"], scores[best], scores["tuned"],
+                                                   resamples=ev.bootstrap, seed=ev.seed, base_name=TITLES[best])
+        rows_added = (metrics.bootstrap_difference(scores["tuned"], scores["seed_only"], resamples=ev.bootstrap,
+                                                   seed=ev.seed).to_dict() if "seed_only" in scores else None)
         rows = []
         for i, row in enumerate(self.tests):
             record = {"index": i, "id": text_id(records.user_text(row)), "input": records.user_text(row),
                       "system": records.system_text(row) or self.config.task.system_prompt,
                       "reference": references[i], "outputs": {}}
-            for key in MODELS:
+            for key in self.keys:
                 out = dict(self.outputs[key][i])
                 out["scores"] = metrics.public_scores(per_model[key][i])
                 out["score"] = round(float(per_model[key][i][self.headline]), 4)
@@ -315,10 +483,21 @@ class Evaluation:
             "run": self.weights.run_id, "task": self.config.task.name, "task_type": self.config.task.type,
             "headline": self.headline, "n": len(self.tests),
             "test_source": "test.jsonl" if self.project.test_path.exists() else "seed split",
-            "models": summary, "gap_closed": gap.to_dict(), "judge": self.judge,
+            "models": summary, "gap_closed": gap.to_dict(),
+            "gap_closed_vs_prompted": {**vs_prompted.to_dict(), "baseline": best},
+            "rows_added": rows_added,
+            "baselines": list(self.baselines), "skipped_baselines": dict(self.skipped), "judge": self.judge,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         return rows, result
+
+
+def _softmax(labels: Sequence[str], scores: Sequence[float]) -> dict:
+    import math
+    top = max(scores)
+    weights = [math.exp(s - top) for s in scores]
+    total = sum(weights)
+    return {label: round(w / total, 4) for label, w in zip(labels, weights)}
 
 
 def _output(answer: Completion, batched: int = 1) -> dict:
@@ -337,10 +516,13 @@ def evaluate(project: Project, run: Optional[str] = None, *, on_event: EventSink
     tests = test_rows(project, limit)
     evaluation = Evaluation(project, weights, tests, on_event=on_event, cancel=cancel, judge=judge)
     start = time.perf_counter()
+    evaluation.run_seed_only()         # first, so training never shares the memory with the students
     own_students = students is None
     base, tuned = students if students is not None else load_students(project, weights, on_event=on_event)
     try:
         evaluation.run_students(base, tuned)
+        evaluation.run_few_shot(base)
+        evaluation.run_scored(base)
     finally:
         if own_students:
             tuned.close()
@@ -409,6 +591,33 @@ def gap_line(gap: dict) -> str:
     return text
 
 
+def fmt_signed(value) -> str:
+    return "–" if value is None else f"{value:+.3f}"
+
+
+def interval(figure: dict, fmt=fmt_pct) -> str:
+    """" [low, high]" for a figure with a 95% interval, else ""."""
+    if not figure or figure.get("ci_low") is None:
+        return ""
+    return f" [{fmt(figure['ci_low'])}, {fmt(figure['ci_high'])}]"
+
+
+def side_figures(result: dict) -> list[tuple[str, str]]:
+    """(label, value with its 95% interval) for the figures beside the headline: the gap closed against
+    the best prompted baseline, and tuned − seed-only. Older evaluations have neither."""
+    out = []
+    prompted = result.get("gap_closed_vs_prompted")
+    if prompted:
+        best = TITLES.get(prompted.get("baseline"), prompted.get("baseline") or "")
+        value = "undefined" if prompted.get("value") is None else fmt_pct(prompted["value"]) + interval(prompted)
+        out.append((f"gap closed vs best prompted ({best})", value))
+    added = result.get("rows_added")
+    if added:
+        out.append(("tuned − seed-only (what the generated rows added)",
+                    fmt_signed(added.get("value")) + interval(added, fmt_signed)))
+    return out
+
+
 def verdict(gap: dict) -> str:
     value, low = gap.get("value"), gap.get("ci_low")
     if value is None or gap.get("note"):
@@ -446,14 +655,23 @@ def render_report(result: dict, rows: list[dict], worst: int = 5) -> str:
              f"**{metrics.METRIC_NAMES.get(head, head)}**.", "",
              "| model | | " + " | ".join(metrics.METRIC_NAMES.get(c, c) for c in cols) + " | s/answer |",
              "|---|---|" + "---:|" * len(cols) + "---:|"]
-    for key in MODELS:
+    for key in model_keys(result):
         m = result["models"][key]
         cells = [_cell(c, m.get(c)) for c in cols]
         cells[0] = f"**{cells[0]}**"
-        lines.append(f"| {ROLE_TITLES[key]} | {m['name']} ({m['mode']}) | " + " | ".join(cells)
+        lines.append(f"| {TITLES[key]} | {m['name']} ({m['mode']}) | " + " | ".join(cells)
                      + f" | {m['seconds_per_answer']:.2f} |")
     gap = result["gap_closed"]
     lines += ["", f"**{gap_line(gap)}** — {verdict(gap)}", ""]
+    for label, value in side_figures(result):
+        lines.append(f"- {label}: **{value}** (95% paired bootstrap interval)")
+    for key, reason in (result.get("skipped_baselines") or {}).items():
+        lines.append(f"- {TITLES.get(key, key)}: not run ({reason})")
+    if "seed_only" in result["models"] and result["models"]["seed_only"].get("run"):
+        lines.append(f"- the seed-only student is `{result['models']['seed_only']['run']}`, trained on the "
+                     f"seeds alone with this run's steps and settings")
+    if lines[-1] != "":
+        lines.append("")
     lines += kind_named(result["task_type"]).report_lines(result)
     ranked = sorted(rows, key=lambda r: (r["outputs"]["tuned"]["score"], -r["outputs"]["teacher"]["score"],
                                          r["index"]))

@@ -228,11 +228,19 @@ class GapClosed:
                 "note": self.note}
 
 
+def _resampled_indices(n: int, resamples: int, seed: int):
+    """The bootstrap's example indices, one row per resample: the same rows for every figure drawn with
+    the same seed, so figures about one test set are paired."""
+    import numpy as np
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
 def bootstrap_gap_closed(teacher: Sequence[float], base: Sequence[float], tuned: Sequence[float], *,
-                         resamples: int = 1000, seed: int = 0, level: float = 0.95) -> GapClosed:
+                         resamples: int = 1000, seed: int = 0, level: float = 0.95,
+                         base_name: str = "base student") -> GapClosed:
     """The gap closed on the test set, and a percentile bootstrap interval from resampling examples
     (the same resampled examples for all three models). Resamples where teacher and base tie are
-    skipped; the count of usable ones is reported."""
+    skipped; the count of usable ones is reported. `base` may be any baseline (`base_name` in notes)."""
     import numpy as np
     t, b, s = (np.asarray(x, dtype=float) for x in (teacher, base, tuned))
     if not (len(t) == len(b) == len(s)):
@@ -243,11 +251,10 @@ def bootstrap_gap_closed(teacher: Sequence[float], base: Sequence[float], tuned:
     if n == 0:
         return GapClosed(None, None, None, resamples, 0, seed, "no test examples")
     if value is None:
-        note = "teacher and base student score the same, so there is no gap to close"
+        note = f"teacher and {base_name} score the same, so there is no gap to close"
     elif t.mean() < b.mean():
-        note = "the base student already scores above the teacher; the gap closed is not meaningful"
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(resamples, n))
+        note = f"the {base_name} already scores above the teacher; the gap closed is not meaningful"
+    idx = _resampled_indices(n, resamples, seed)
     tm, bm, sm = t[idx].mean(axis=1), b[idx].mean(axis=1), s[idx].mean(axis=1)
     gap = tm - bm
     ok = np.abs(gap) > 1e-12
@@ -258,6 +265,36 @@ def bootstrap_gap_closed(teacher: Sequence[float], base: Sequence[float], tuned:
     alpha = (1 - level) / 2
     low, high = np.quantile(values, [alpha, 1 - alpha])
     return GapClosed(value, float(low), float(high), resamples, int(values.size), seed, note)
+
+
+@dataclass(frozen=True)
+class Difference:
+    value: Optional[float]
+    low: Optional[float]
+    high: Optional[float]
+    resamples: int
+    seed: int
+
+    def to_dict(self) -> dict:
+        return {"value": self.value, "ci_low": self.low, "ci_high": self.high, "level": 0.95,
+                "resamples": self.resamples, "seed": self.seed}
+
+
+def bootstrap_difference(a: Sequence[float], b: Sequence[float], *, resamples: int = 1000, seed: int = 0,
+                         level: float = 0.95) -> Difference:
+    """mean(a) − mean(b) over paired per-example scores, with a percentile bootstrap interval drawn from
+    the same resampled examples as bootstrap_gap_closed."""
+    import numpy as np
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(x) != len(y):
+        raise ValueError("both models need one score per example")
+    if not len(x):
+        return Difference(None, None, None, resamples, seed)
+    idx = _resampled_indices(len(x), resamples, seed)
+    diffs = x[idx].mean(axis=1) - y[idx].mean(axis=1)
+    alpha = (1 - level) / 2
+    low, high = np.quantile(diffs, [alpha, 1 - alpha])
+    return Difference(float(x.mean() - y.mean()), float(low), float(high), resamples, seed)
 
 
 # ---------------------------------------------------------------- judge

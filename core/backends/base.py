@@ -16,6 +16,9 @@ class SamplingParams:
     stop: tuple = ()
     seed: Optional[int] = None
     top_logprobs: int = 0          # >0: return the top-k log-probabilities of each generated token
+    answers: tuple = ()            # the complete answers of a closed answer set (labels): decoding may
+                                   # end once the text is one of them and no longer one starts with it,
+                                   # or at the end of its first line
 
 
 @dataclass

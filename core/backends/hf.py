@@ -111,6 +111,18 @@ class HFModel:
         except Exception as exc:   # jinja errors: a template that rejects these roles, etc.
             raise ModelError(f"{self.name}: the chat template failed on these messages: {exc}") from None
 
+    def answer_end(self, messages: Sequence[dict]) -> str:
+        """What the chat template writes right after an assistant answer to `messages` (its end-of-turn
+        marker), so a scored answer is a whole answer and not the prefix of a longer one."""
+        marker = "\u2063answer\u2063"
+        try:
+            full = self.tokenizer.apply_chat_template(
+                list(messages) + [{"role": "assistant", "content": marker}], tokenize=False)
+        except Exception:   # a template that rejects this shape: score the bare answer
+            return ""
+        tail = full[full.rfind(marker) + len(marker):] if marker in full else ""
+        return tail.rstrip("\n ")
+
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -135,6 +147,43 @@ class HFModel:
         if not prompts:
             return []
         return self._generate(list(prompts), params, None, cancel, chat=False)
+
+    def score_continuations(self, prompt: str, continuations: Sequence[str]) -> list[float]:
+        """The summed log-probability of each continuation after `prompt` (teacher-forced). The prompt
+        runs once; its cache is repeated for the continuations, which run together right-padded."""
+        import torch
+        if self.model is None:
+            raise ModelError(f"{self.name}: the model was closed")
+        if not continuations:
+            return []
+        tok = self.tokenizer
+        # A rendered chat prompt carries its own BOS; a plain prompt gets the tokenizer's.
+        own_bos = bool(tok.bos_token) and prompt.startswith(tok.bos_token)
+        prompt_ids = tok(prompt, add_special_tokens=not own_bos)["input_ids"]
+        conts = [tok(c, add_special_tokens=False)["input_ids"] or [tok.pad_token_id] for c in continuations]
+        width = max(len(c) for c in conts)
+        n = len(conts)
+        device = self.device
+        with self._lock:
+            adapter_off = (self.model.disable_adapter() if not self.adapter_enabled
+                           and hasattr(self.model, "disable_adapter") else contextlib.nullcontext())
+            with torch.inference_mode(), adapter_off:
+                head = self.model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True)
+                first = torch.log_softmax(head.logits[0, -1].float(), dim=-1)
+                cache = head.past_key_values
+                cache.batch_repeat_interleave(n)
+                ids = torch.tensor([c + [tok.pad_token_id] * (width - len(c)) for c in conts], device=device)
+                mask = torch.tensor([[1] * (len(prompt_ids) + len(c)) + [0] * (width - len(c)) for c in conts],
+                                    device=device)
+                out = self.model(input_ids=ids, attention_mask=mask, use_cache=True, **{_cache_arg(self.model): cache})
+                rest = torch.log_softmax(out.logits.float(), dim=-1)
+        scores = []
+        for row, cont in enumerate(conts):
+            total = float(first[cont[0]])
+            for pos in range(1, len(cont)):
+                total += float(rest[row, pos - 1, cont[pos]])
+            scores.append(total)
+        return scores
 
     # ------------------------------------------------------------------ decoding
     def _stop_ids(self) -> list[int]:
@@ -180,7 +229,8 @@ class HFModel:
                                  f"tokens exceeds the model's context of {limit}")
             stops = tuple(s for s in params.stop if s)
             timing = _Timing(start)
-            criteria = StoppingCriteriaList([_stop_check(tok, prompt_len, stops, cancel, timing)])
+            answers = _AnswerSet(params.answers)
+            criteria = StoppingCriteriaList([_stop_check(tok, prompt_len, stops, cancel, timing, answers)])
             streamer = _Streamer(tok, on_token, stops, timing) if on_token is not None else None
             sample = params.temperature > 0
             config = GenerationConfig(
@@ -211,6 +261,8 @@ class HFModel:
                 ids.append(token)
             text = tok.decode(ids, skip_special_tokens=True)
             cut = _cut_at_stop(text, stops)
+            if answers and cut is None:
+                cut = answers.end(text)
             finish = "stop" if (hit_eos or cut is not None) else "length"
             if cancelled and not hit_eos and cut is None and len(ids) < params.max_tokens:
                 finish = "cancelled"
@@ -221,6 +273,36 @@ class HFModel:
                                       completion_tokens=len(ids), seconds=seconds,
                                       first_token_seconds=timing.first))
         return results
+
+
+def _cache_arg(model) -> str:
+    """The forward argument that takes a KV cache: `cache` in newer transformers, else past_key_values."""
+    import inspect
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+class _AnswerSet:
+    """A closed set of answers (labels) and where an answer drawn from it is over: at a complete answer
+    that no longer answer extends, or at the end of the first line with text (a label is one line), so
+    a model that rambles after its answer stops early."""
+
+    def __init__(self, answers: Sequence[str]):
+        self.answers = {a.strip().lower() for a in answers if a.strip()}
+
+    def __bool__(self) -> bool:
+        return bool(self.answers)
+
+    def end(self, text: str) -> Optional[int]:
+        """Where the answer in `text` ends, or None while it may go on."""
+        start = len(text) - len(text.lstrip())
+        newline = text.find("\n", start)
+        if start < len(text) and newline >= 0:
+            return newline
+        body = text.strip().lower()
+        if body in self.answers and not any(a != body and a.startswith(body) for a in self.answers):
+            return len(text.rstrip())
+        return None
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> Optional[int]:
@@ -241,7 +323,8 @@ class _Timing:
 _STOP_CLASS = None
 
 
-def _stop_check(tokenizer, prompt_len: int, stops: tuple, cancel, timing: "_Timing"):
+def _stop_check(tokenizer, prompt_len: int, stops: tuple, cancel, timing: "_Timing",
+                answers: Optional[_AnswerSet] = None):
     """A transformers StoppingCriteria (built on first use, so importing this module stays cheap)."""
     global _STOP_CLASS
     if _STOP_CLASS is None:
@@ -250,7 +333,8 @@ def _stop_check(tokenizer, prompt_len: int, stops: tuple, cancel, timing: "_Timi
         class StopCheck(StoppingCriteria):
             """Per-row stop: a stop string in the decoded answer, or the cancel event (stops every row)."""
 
-            def __init__(self, tokenizer, prompt_len, stops, cancel, timing):
+            def __init__(self, tokenizer, prompt_len, stops, cancel, timing, answers):
+                self.answers = answers
                 self.tokenizer = tokenizer
                 self.prompt_len = prompt_len
                 self.stops = stops
@@ -271,10 +355,16 @@ def _stop_check(tokenizer, prompt_len: int, stops: tuple, cancel, timing: "_Timi
                         text = self.tokenizer.decode(tail, skip_special_tokens=True)
                         if any(s in text for s in self.stops):
                             done[row] = True
+                if self.answers:
+                    for row in range(batch):
+                        if not done[row]:
+                            answer = input_ids[row, self.prompt_len:].tolist()
+                            text = self.tokenizer.decode(answer, skip_special_tokens=True)
+                            done[row] = self.answers.end(text) is not None
                 return done
 
         _STOP_CLASS = StopCheck
-    return _STOP_CLASS(tokenizer, prompt_len, stops, cancel, timing)
+    return _STOP_CLASS(tokenizer, prompt_len, stops, cancel, timing, answers)
 
 
 class _Streamer:
