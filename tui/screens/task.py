@@ -346,16 +346,26 @@ class TaskScreen(WorkbenchScreen):
             if not result:
                 return
             path, where = result
-            system = self.project.config.task.system_prompt
-            self.app.run_in_thread(lambda: records.import_file(path, system=system), name="import",
-                             done=lambda rows: self._imported(rows, where, path))
+            self.save_config()                     # the plan starts from the task as the form shows it
+            task = copy.deepcopy(self.project.config.task)
+            seeds = copy.deepcopy(self.seeds)
+            tests = copy.deepcopy(self.tests) if self.has_test_file else []
+
+            def read():
+                from stillroom.core.importing import guess_columns, read_and_plan
+                columns = guess_columns(path)
+                rows, plan = read_and_plan(task, seeds, tests, path, "seeds" if where == "seeds" else "test",
+                                           **columns)
+                return rows, plan, columns
+            self.app.run_in_thread(read, name="import", done=lambda result: self._imported(*result, where, path))
         self.app.push_screen(PathPrompt(
             "Import examples", str(Path.cwd()) + "/", label="File (OpenAI JSONL, Alpaca JSON/JSONL, ShareGPT, CSV)",
             choice_label="Add them to", choices=[("seeds", "seeds"), ("test examples", "tests")],
             choice=self.current(), must_exist=True, ok="Import",
-            note="CSV files need columns named input and output."), chosen)
+            note="CSV: the input and answer columns are found by name (input/text/question…, "
+                 "output/label/answer…) or are a two-column file's columns in order."), chosen)
 
-    def _imported(self, rows: list[dict], where: str, path: Path) -> None:
+    def _imported(self, rows: list[dict], plan, columns: dict, where: str, path: Path) -> None:
         self._remember("import")
         if where == "tests" and not self.has_test_file:
             self.tests, self.has_test_file = [], True
@@ -363,9 +373,32 @@ class TaskScreen(WorkbenchScreen):
         first = len(target)
         target.extend(rows)
         self._save(tests=where == "tests")
+        if plan.notice:
+            self._set_task(plan.task)
         self.query_one("#tabs", TabbedContent).active = f"{where}-tab"
         self._after_change((where, first))
-        self.notify(f"Imported {len(rows)} example(s) from {path.name}.")
+        read = f" (columns {columns['input_column']} → {columns['output_column']})" if columns else ""
+        self.notify(f"Imported {len(rows)} example(s) from {path.name}{read}.")
+        if plan.notice:
+            self.notify(f"{plan.notice[0].upper()}{plan.notice[1:]}; f edits the task.", timeout=10)
+
+    def _set_task(self, inferred) -> None:
+        """Take the task kind, labels and schema an import inferred into the form and stillroom.toml."""
+        config = copy.deepcopy(self.project.config)
+        for key in ("type", "labels", "json_schema", "input_name", "output_name"):
+            setattr(config.task, key, copy.deepcopy(getattr(inferred, key)))
+        try:
+            self.project.save_config(config)
+        except StillroomError as error:
+            self.app.show_error(error, "Could not save the task settings")
+            return
+        with self.prevent(Input.Changed, TextArea.Changed, Select.Changed):
+            self.query_one("#type", Select).value = config.task.type
+            self.query_one("#labels", Input).value = ", ".join(config.task.labels)
+            self.query_one("#schema", TextArea).text = config.task.json_schema
+        self._show_type_fields()
+        self._show_problem(None)
+        self.app.notify_project_changed("config", self)
 
     def action_export_file(self) -> None:
         from stillroom.tui.dialogs.path_prompt import PathPrompt
