@@ -362,8 +362,7 @@ class TaskScreen(WorkbenchScreen):
             "Import examples", str(Path.cwd()) + "/", label="File (OpenAI JSONL, Alpaca JSON/JSONL, ShareGPT, CSV)",
             choice_label="Add them to", choices=[("seeds", "seeds"), ("test examples", "tests")],
             choice=self.current(), must_exist=True, ok="Import",
-            note="CSV: the input and answer columns are found by name (input/text/question…, "
-                 "output/label/answer…) or are a two-column file's columns in order."), chosen)
+            note="CSV columns are found by name (text, label, question, answer…)."), chosen)
 
     def _imported(self, rows: list[dict], plan, columns: dict, where: str, path: Path) -> None:
         self._remember("import")
