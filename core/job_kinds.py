@@ -256,3 +256,62 @@ def training_result(result: dict):
     values["run_dir"] = Path(values["run_dir"])
     values["output_dir"] = Path(values["output_dir"]) if values.get("output_dir") else None
     return TrainResult(**values)
+
+
+# ---------------------------------------------------------------- the improve loop
+
+HOLD_IMPROVE = "STILLROOM_TEST_HOLD_IMPROVE"
+
+
+def _held_in_step(spec: Optional[str], on_event, cancel):
+    """Test seam (tests only; nothing else sets it): with STILLROOM_TEST_HOLD_IMPROVE="STEP:N" the
+    improve job, in round step STEP, reports its N-th kept row (or training step, or progress event)
+    and then waits until it is stopped or killed, so a test can interrupt a known step."""
+    if not spec:
+        return on_event
+    step, _, count = spec.partition(":")
+    seen = {"step": "", "n": 0}
+
+    def held(event) -> None:
+        on_event(event)
+        if isinstance(event, ev.ImproveStep):
+            seen["step"], seen["n"] = event.step, 0
+        elif seen["step"] == step and isinstance(event, (ev.ExampleAccepted, ev.TrainStep, ev.EvalProgress)):
+            seen["n"] += 1
+            if seen["n"] == int(count or 1):
+                cancel.wait()
+    return held
+
+
+def improving(ctx: JobContext, project_root: str, rounds: Optional[int] = None, review: bool = False,
+              probe: Optional[int] = None, run_id: Optional[str] = None,
+              teacher_factory: Optional[str] = None) -> dict:
+    from .improve import improve
+    from .project import Project
+    project = Project.open(project_root)
+    on_event = _held_in_step(os.environ.get(HOLD_IMPROVE), ctx.emit, ctx.cancel)
+    teacher = None
+    if teacher_factory:
+        teacher = load_teacher_for(project, teacher_factory)
+    try:
+        return jsonable(improve(project, rounds=rounds, review=review, probe=probe, run=run_id, teacher=teacher,
+                                on_event=on_event, cancel=ctx.cancel))
+    finally:
+        _close(teacher)
+
+
+def improve_job(project_root: Path | str, *, rounds: Optional[int] = None, review: bool = False,
+                probe: Optional[int] = None, run_id: Optional[str] = None,
+                teacher_factory: Optional[str] = None) -> Job:
+    """The improve loop (core.improve) in a child process; a stop or a kill resumes at the step it was in."""
+    root = Path(project_root)
+    return Job("stillroom.core.job_kinds:improving",
+               {"project_root": str(root), "rounds": rounds, "review": review, "probe": probe, "run_id": run_id,
+                "teacher_factory": teacher_factory},
+               what="improve", log_path=root / "runs" / ".improve.log", crash_hint=LLAMACPP_CRASH_HINT)
+
+
+def improve_result(result: dict):
+    from .improve import ImproveResult
+    names = {f.name for f in dataclasses.fields(ImproveResult)}
+    return ImproveResult(**{k: v for k, v in result.items() if k in names})

@@ -8,7 +8,7 @@ import sys
 # Each module defines NAME, HELP, add_arguments(parser) and run(args) -> int.
 COMMAND_MODULES = [
     "init", "demo", "open", "generate", "import_data", "export_data", "train", "eval", "compare",
-    "chat", "export",
+    "chat", "export", "improve",
 ]
 
 
