@@ -87,6 +87,18 @@ def test_import_into_placeholder_project_sets_labels_from_seeds_and_tests(tmp_pa
     assert snapshot(project.root) == before
 
 
+@pytest.mark.parametrize("answers, labels", [
+    (["billing", "shipping", "technical"], ["billing", "shipping", "technical"]),  # few rows: the type decides
+    (["billing"], list(PLACEHOLDER_LABELS)),                                       # one answer: nothing to tell
+])
+def test_import_of_few_short_answers_into_placeholder_project(tmp_path, answers, labels):
+    project = Project.create(tmp_path / "p")
+    import_into(project, write_csv(tmp_path / "s.csv", [(f"ticket {i}", a) for i, a in enumerate(answers)]),
+                input_column="text", output_column="team")
+    task = Project.open(project.root).config.task
+    assert (task.type, task.labels) == ("classification", labels)
+
+
 def test_import_into_placeholder_project_with_free_answers_guesses_the_kind(tmp_path):
     project = Project.create(tmp_path / "p")
     source = tmp_path / "qa.jsonl"
