@@ -44,16 +44,21 @@ def shared_prefix_length(features: list[dict], max_row_length: Optional[int] = N
 
 def pack(features: list[dict], *, share_prefix: bool = True, max_row_length: Optional[int] = None) -> dict:
     """One sequence (batch of 1): input_ids, labels, position_ids, plus a boolean 4-D attention_mask
-    (True = may attend) when a prefix is shared. Each row's first label is dropped: it would be
-    predicted from the previous row's last token."""
+    (True = may attend) when a prefix is shared or a row has branches. Each row's first label is
+    dropped: it would be predicted from the previous row's last token.
+
+    A row may carry `branches`, [(at, ids)]: other continuations of its first `at` tokens, laid after
+    the row, with positions counting on from `at`, seeing the row's first `at` tokens and themselves
+    only (core/soft_labels.py scores every label this way). They carry no labels."""
     import torch
     shared = shared_prefix_length(features, max_row_length) if share_prefix else 0
-    ids, labels, positions, segments = [], [], [], []
+    ids, labels, positions, segments, branch = [], [], [], [], []
     if shared:
         ids += features[0]["input_ids"][:shared]
         labels += [IGNORE_INDEX] * shared
         positions += list(range(shared))
         segments += [-1] * shared
+        branch += [0] * shared
     for index, f in enumerate(features):
         row_ids = f["input_ids"][shared:]
         row_labels = list(f["labels"][shared:])
@@ -62,14 +67,43 @@ def pack(features: list[dict], *, share_prefix: bool = True, max_row_length: Opt
         labels += row_labels
         positions += list(range(shared, shared + len(row_ids)))
         segments += [index] * len(row_ids)
+        # With branches, the row's tokens from the first branch point on are its own branch (1).
+        split = min((at for at, _ in f.get("branches", ())), default=None)
+        branch += [0 if split is None or j < split else 1 for j in range(shared, shared + len(row_ids))]
+        for number, (at, extra) in enumerate(f.get("branches", ()), 2):
+            ids += extra
+            labels += [IGNORE_INDEX] * len(extra)
+            positions += list(range(at, at + len(extra)))
+            segments += [index] * len(extra)
+            branch += [number] * len(extra)
     batch = {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
              "position_ids": torch.tensor([positions])}
-    if shared:
-        segment = torch.tensor(segments)
-        visible = (segment[:, None] == segment[None, :]) | (segment[None, :] == -1)
+    if shared or any(b > 1 for b in branch):
+        segment, part = torch.tensor(segments), torch.tensor(branch)
+        same_row = (segment[:, None] == segment[None, :]) & ((part[None, :] == 0) | (part[:, None] == part[None, :]))
+        visible = same_row | (segment[None, :] == -1)
         causal = torch.ones(len(ids), len(ids), dtype=torch.bool).tril()
         batch["attention_mask"] = (visible & causal)[None, None]
     return batch
+
+
+def packed_places(features: list[dict], *, share_prefix: bool = True, max_row_length: Optional[int] = None
+                  ) -> list[dict]:
+    """Where pack() lays out each row: {"row": [(0, column) of each of its tokens], "branches":
+    [[(0, column) of each token] of each branch]} (shared-prefix tokens sit at the head)."""
+    shared = shared_prefix_length(features, max_row_length) if share_prefix else 0
+    column = shared
+    out = []
+    for f in features:
+        n = len(f["input_ids"])
+        row = [(0, j) if j < shared else (0, column + j - shared) for j in range(n)]
+        column += n - shared
+        branches = []
+        for _, extra in f.get("branches", ()):
+            branches.append([(0, column + k) for k in range(len(extra))])
+            column += len(extra)
+        out.append({"row": row, "branches": branches})
+    return out
 
 
 def row_tokens(position_ids) -> int:
@@ -88,7 +122,12 @@ def packing_isolates_rows(model, rows: list[dict], probe_tokens: int = 24) -> bo
     """Two rows run packed must give the logits they give alone (the model honours packed position ids)."""
     if len(rows) < 2:
         return True
-    a, b = rows[0]["input_ids"][:probe_tokens], rows[1]["input_ids"][:probe_tokens]
+    # Two different token runs: rows that open alike (one chat header, one system prompt) would pass
+    # even where they see each other, since attending to an exact copy of oneself changes nothing.
+    a = rows[0]["input_ids"][:probe_tokens]
+    b = rows[1]["input_ids"][-probe_tokens:]
+    if b == a[:len(b)] or len(b) < 2:
+        b = a[::-1]
     batch = pack([_unlabelled(a), _unlabelled(b)], share_prefix=False)
     return _logits_match(model, batch, [(a, 0), (b, 0)])
 

@@ -226,8 +226,11 @@ def read_run_inputs(run_dir: Path) -> tuple[ProjectConfig, list[dict], list[dict
         raise StillroomError(f"{run_dir / 'config.json'}: missing or unreadable; cannot resume this run")
     config = parse_config(_config_toml(saved["config"]), run_dir / "config.json")
     data_rows = records.read_jsonl(run_dir / "data.jsonl")
-    train_rows = [{"messages": r["messages"]} for r in data_rows if r.get("split") == "train"]
-    validation_rows = [{"messages": r["messages"]} for r in data_rows if r.get("split") == "validation"]
+    rows = {"train": [], "validation": []}
+    for row in data_rows:            # a row as written: messages, and a generated row's id and scores
+        if row.get("split") in rows:
+            rows[row["split"]].append({k: v for k, v in row.items() if k != "split"})
+    train_rows, validation_rows = rows["train"], rows["validation"]
     return config, train_rows, validation_rows
 
 

@@ -106,8 +106,9 @@ class RenderedData:
     label_tokens: int
 
 
-def render_rows(tokenizer, train_rows: list[dict], validation_rows: list[dict], max_length: int
-                ) -> RenderedData:
+def render_rows(tokenizer, train_rows: list[dict], validation_rows: list[dict], max_length: int,
+                extra=None) -> RenderedData:
+    """`extra(row)`, when given, adds fields to each rendered row (what a training objective needs)."""
     out = {"train": [], "validation": []}
     truncated = dropped = tokens = label_tokens = 0
     for name, rows in (("train", train_rows), ("validation", validation_rows)):
@@ -120,7 +121,8 @@ def render_rows(tokenizer, train_rows: list[dict], validation_rows: list[dict], 
             if name == "train":
                 tokens += len(rendered.input_ids)
                 label_tokens += sum(1 for x in rendered.labels if x != IGNORE_INDEX)
-            out[name].append({"input_ids": rendered.input_ids, "labels": rendered.labels})
+            out[name].append({"input_ids": rendered.input_ids, "labels": rendered.labels,
+                              **(extra(row) if extra else {})})
     return RenderedData(out["train"], out["validation"], truncated, dropped, tokens, label_tokens)
 
 

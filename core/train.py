@@ -149,7 +149,8 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
 
     model, tokenizer, folder = _load_student(project, config, device, precision, on_event)
     on_event(Status("rendering the training rows"))
-    data = render_rows(tokenizer, train_rows, validation_rows, cfg.max_length)
+    data = render_rows(tokenizer, train_rows, validation_rows, cfg.max_length,
+                       extra=_objective_fields(config, tokenizer, train_rows + validation_rows, project.root))
     if not data.train:
         raise DataError(f"{project.root}: no training row has an assistant answer left after rendering "
                         f"({data.dropped} dropped)", "check the rows' messages and training.max_length")
@@ -315,7 +316,7 @@ def _begin_session(session: _Session, new_run: tuple[list[dict], list[dict], dic
 
 def _make_trainer(model, tokenizer, data: RenderedData, cfg: TrainingConfig, session: _Session, batching: str,
                   share_prefix: bool, callback):
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
     evaluate = bool(data.validation)
     select_logits = supports_logits_to_keep(model)
     max_steps = session.max_steps
@@ -336,17 +337,47 @@ def _make_trainer(model, tokenizer, data: RenderedData, cfg: TrainingConfig, ses
         ddp_find_unused_parameters=False,
         **_checkpointing_args(TrainingArguments, cfg.gradient_checkpointing),
     )
-    trainer = Trainer(model=model, args=args, train_dataset=ListDataset(data.train),
-                      eval_dataset=ListDataset(data.validation) if evaluate else None,
-                      data_collator=Collator(tokenizer.pad_token_id, batching, select_logits,
-                                             share_prefix=share_prefix, max_row_length=_sliding_window(model)),
-                      compute_loss_func=selected_logits_loss if select_logits else None,
-                      processing_class=tokenizer, callbacks=[callback])
+    collator = Collator(tokenizer.pad_token_id, batching, select_logits, share_prefix=share_prefix,
+                        max_row_length=_sliding_window(model))
+    if cfg.objective == "soft-labels":
+        from .soft_labels import SoftLabelCollator
+        collator = SoftLabelCollator(collator, tree=share_prefix)
+    trainer = _trainer_class(cfg)(model=model, args=args, train_dataset=ListDataset(data.train),
+                                  eval_dataset=ListDataset(data.validation) if evaluate else None,
+                                  data_collator=collator,
+                                  compute_loss_func=selected_logits_loss if select_logits else None,
+                                  processing_class=tokenizer, callbacks=[callback])
     # Progress goes through engine events only: no printed log dicts, no tqdm bars.
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     return trainer
+
+
+def _objective_fields(config: ProjectConfig, tokenizer, rows: list[dict], where):
+    """What the training objective adds to each rendered row (render_rows' `extra`), after checking
+    that the rows carry what it learns from; None for sft."""
+    if config.training.objective == "soft-labels":
+        from .soft_labels import check_rows, row_fields
+        check_rows(rows, config.task.labels, where)
+        return row_fields(tokenizer, config.task.labels, config.training.max_length)
+    return None
+
+
+def _trainer_class(cfg: TrainingConfig):
+    """Trainer, with compute_loss dispatched on training.objective (sft: Trainer's own)."""
+    from transformers import Trainer
+    if cfg.objective == "sft":
+        return Trainer
+
+    class DistillationTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if cfg.objective == "soft-labels":
+                from .soft_labels import compute_loss
+                return compute_loss(self, model, inputs, return_outputs, num_items_in_batch, cfg)
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                         num_items_in_batch=num_items_in_batch)
+    return DistillationTrainer
 
 
 def _run_trainer(trainer, model, tokenizer, session: _Session, callback, cancel: threading.Event | None,
