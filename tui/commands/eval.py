@@ -5,8 +5,9 @@ from stillroom.tui.commands.common import add_project_and_run, console, stop_on_
 from stillroom.tui.format import fmt_seconds
 
 NAME = "eval"
-HELP = ("score the teacher, the base student and the tuned student on the held-out test rows; writes "
-        "runs/<run-id>/eval/ (predictions, metrics, report) and prints the gap closed")
+HELP = ("score the teacher, the base student, its baselines (few-shot, scored, seed-only) and the tuned "
+        "student on the held-out test rows; writes runs/<run-id>/eval/ (predictions, metrics, report) and "
+        "prints the gap closed")
 
 
 def add_arguments(parser) -> None:
@@ -41,7 +42,7 @@ def run_with_progress(job):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from stillroom.core import events
     from stillroom.core.job_kinds import evaluation_result
-    from stillroom.core.models import ROLE_TITLES
+    from stillroom.core.evaluate import TITLES
 
     out = console(stderr=True)
     with Progress(TextColumn("[bold]{task.description:<14}"), BarColumn(), MofNCompleteColumn(),
@@ -52,9 +53,14 @@ def run_with_progress(job):
         def on_event(event):
             if isinstance(event, events.EvalProgress):
                 if event.model not in tasks:
-                    tasks[event.model] = bar.add_task(ROLE_TITLES.get(event.model, event.model), total=event.total,
+                    tasks[event.model] = bar.add_task(TITLES.get(event.model, event.model), total=event.total,
                                                       info="")
                 bar.update(tasks[event.model], completed=event.done, total=event.total)
+            elif isinstance(event, events.TrainStep):        # the seed-only student, trained on first use
+                if "seed-only training" not in tasks:
+                    tasks["seed-only training"] = bar.add_task("seed-only train", total=event.max_steps, info="")
+                loss = f"loss {event.loss:.3f}" if event.loss is not None else ""
+                bar.update(tasks["seed-only training"], completed=event.step, total=event.max_steps, info=loss)
             elif isinstance(event, events.Status):
                 bar.update(status, info=event.message)
 
@@ -67,8 +73,7 @@ def print_result(result) -> None:
     from rich.table import Table
     from rich.text import Text
     from stillroom.core import metrics
-    from stillroom.core.evaluate import MODELS, fmt_pct, table_columns, verdict
-    from stillroom.core.models import ROLE_TITLES
+    from stillroom.core.evaluate import TITLES, fmt_pct, model_keys, side_figures, table_columns, verdict
 
     m = result.metrics
     cols = table_columns(m)
@@ -79,10 +84,11 @@ def print_result(result) -> None:
         table.add_column(metrics.METRIC_NAMES.get(c, c), justify="right", no_wrap=True,
                          style="bold" if c == m["headline"] else None)
     table.add_column("s/answer", justify="right", style="dim", no_wrap=True)
-    for key in MODELS:
+    keys = model_keys(m)
+    for key in keys:
         row = m["models"][key]
         cells = [str(row.get(c)) if c == "unparseable" else f"{row.get(c, 0):.3f}" for c in cols]
-        table.add_row(ROLE_TITLES[key], *cells, f"{row['seconds_per_answer']:.2f}")
+        table.add_row(TITLES[key], *cells, f"{row['seconds_per_answer']:.2f}")
     gap = m["gap_closed"]
     if gap["value"] is None:
         value = "undefined"
@@ -93,12 +99,16 @@ def print_result(result) -> None:
     table.add_section()
     table.add_row("gap closed" + (" [95% CI]" if gap.get("ci_low") is not None else ""), value,
                   *[""] * len(cols))
+    for label, figure in side_figures(m):
+        table.add_row(label, figure, *[""] * len(cols))
     out = console()
     out.print(table)
     names = Text("", style="dim")
-    for key in MODELS:
+    for key in keys:
         row = m["models"][key]
-        names.append(f"{ROLE_TITLES[key]}: {row['name']} ({row['mode']})" + ("\n" if key != MODELS[-1] else ""))
+        names.append(f"{TITLES[key]}: {row['name']} ({row['mode']})" + ("\n" if key != keys[-1] else ""))
+    for key, reason in (m.get("skipped_baselines") or {}).items():
+        names.append(f"\n{TITLES.get(key, key)}: not run ({reason})")
     out.print(names)
     line = verdict(gap)
     if line:

@@ -19,8 +19,7 @@ from stillroom import themes
 from stillroom.core import compare
 from stillroom.core import events as ev
 from stillroom.core.errors import StillroomError
-from stillroom.core.evaluate import MODELS
-from stillroom.core.models import ROLE_TITLES
+from stillroom.core.evaluate import MODELS, TITLES
 from stillroom.core.records import one_line
 from stillroom.tui.bridge import JobEnded, job_done, run_job
 from stillroom.tui.format import fmt_float, fmt_percent, fmt_seconds
@@ -205,11 +204,35 @@ class CompareScreen(WorkbenchScreen):
             if gap.get("ci_low") is not None:
                 text.append(f" [{gap['ci_low'] * 100:.0f}% to {gap['ci_high'] * 100:.0f}%]", style=muted)
         text.append("\n")
+        self.baseline_line(text, m, muted)
         text.append(f"{METRIC_NAMES.get(head, head)} on {m['n']} held-out examples ({m.get('test_source', '')})"
                     f" · run {m.get('run', self.run_id)} · {m['models']['tuned'].get('name', '')}", style=muted)
         text.append("\n")
         text.append(verdict(gap), style=muted)
         self.query_one("#cmp-headline", Static).update(text)
+
+    def baseline_line(self, text: Text, m: dict, muted: str) -> None:
+        """The baselines' scores and the figures beside the headline (evaluations since they existed)."""
+        from stillroom.core.evaluate import TITLES, interval, fmt_signed, model_keys
+        keys = [k for k in model_keys(m) if k not in MODELS]
+        if not keys and not m.get("gap_closed_vs_prompted"):
+            return
+        for key in keys:
+            text.append(f"{TITLES[key]} ", style=muted)
+            text.append(fmt_float(m["models"][key].get(m["headline"])), style="bold")
+            text.append("  ·  ", style=muted)
+        prompted = m.get("gap_closed_vs_prompted") or {}
+        if prompted:
+            text.append("vs best prompted ", style=muted)
+            value = prompted.get("value")
+            text.append("undefined" if value is None else f"{value * 100:.0f}%", style="bold")
+            text.append(interval(prompted, lambda v: f"{v * 100:.0f}%"), style=muted)
+        added = m.get("rows_added")
+        if added:
+            text.append("  ·  tuned − seed-only ", style=muted)
+            text.append(fmt_signed(added.get("value")), style="bold")
+            text.append(interval(added, fmt_signed), style=muted)
+        text.append("\n")
 
     def refresh_table(self) -> None:
         table = self.query_one("#cmp-table", DataTable)
@@ -360,8 +383,11 @@ class CompareScreen(WorkbenchScreen):
         if isinstance(event, ev.Status):
             self.progress_text = event.message
         elif isinstance(event, ev.EvalProgress):
-            self.progress_text = f"{ROLE_TITLES.get(event.model, event.model)} {event.done}/{event.total}"
+            self.progress_text = f"{TITLES.get(event.model, event.model)} {event.done}/{event.total}"
             self.query_one("#cmp-progress", ProgressBar).update(total=max(1, event.total), progress=event.done)
+        elif isinstance(event, ev.TrainStep):        # the seed-only student, trained on first use
+            self.progress_text = f"seed-only student training {event.step}/{event.max_steps}"
+            self.query_one("#cmp-progress", ProgressBar).update(total=max(1, event.max_steps), progress=event.step)
         self.tick()
 
     def evaluation_ended(self, message: JobEnded) -> None:
