@@ -133,6 +133,12 @@ class TrainingConfig:
     validation_fraction: float = setting(0.1, "Share of training rows held out for validation loss.",
                                          minimum=0)
     logging_steps: int = setting(5, "Log loss every this many steps.", minimum=1)
+    report_to: list = setting([], "Experiment trackers that also receive the training metrics, through "
+                              "Trainer's integrations: tensorboard (event files in runs/<id>/tensorboard), "
+                              "wandb, mlflow or trackio (each reads its usual environment variables). Empty "
+                              "= nothing is sent anywhere; runs/<id>/metrics.jsonl is written either way. "
+                              "Install with pip install 'stillroom[tracking]'.",
+                              choices=("tensorboard", "wandb", "mlflow", "trackio"))
     eval_steps: int = setting(20, "Validation loss every this many steps.", minimum=1)
     save_steps: int = setting(20, "Checkpoint every this many steps.", minimum=1)
     device: str = setting("auto", "auto, cuda, mps or cpu.", choices=("auto", "cuda", "mps", "cpu"))

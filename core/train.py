@@ -30,6 +30,7 @@ from .runs import (RunHistory, RunWriter, checkpoint_step, last_checkpoint, new_
                    read_json, read_run_inputs, rewind_metrics, write_new_run)
 from .sft_data import (Collator, ListDataset, RenderedData, data_hash, render_rows, selected_logits_loss,
                        split_rows, supports_logits_to_keep)
+from .trackers import check_trackers, report_to, tracker_settings
 
 # LoRA targets per architecture (transformers model_type); anything else gets peft's "all-linear".
 _LLAMA_LIKE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -144,6 +145,7 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
     if resume_dir is not None:
         start_adapter = (read_json(resume_dir / "config.json") or {}).get("start_adapter")
     cfg = config.training
+    check_trackers(cfg.report_to)           # a missing tracker package fails before the student loads
     device = pick_device(cfg.device)
     precision = pick_precision(device, cfg.precision, training=True)
 
@@ -174,7 +176,8 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
     from .train_callback import StillroomCallback
     callback = StillroomCallback(on_event=on_event, cancel=cancel, writer=session.writer, device=device,
                                  history=session.history)
-    trainer = _make_trainer(model, tokenizer, data, cfg, session, batching, share_prefix, callback)
+    with tracker_settings(cfg.report_to, session.run_dir):
+        trainer = _make_trainer(model, tokenizer, data, cfg, session, batching, share_prefix, callback)
     output_dir, step = _run_trainer(trainer, model, tokenizer, session, callback, cancel, cfg.method)
 
     elapsed = callback.elapsed()
@@ -329,7 +332,8 @@ def _make_trainer(model, tokenizer, data: RenderedData, cfg: TrainingConfig, ses
         logging_steps=cfg.logging_steps, logging_strategy="steps", logging_first_step=True,
         eval_strategy="steps" if evaluate else "no", eval_steps=cfg.eval_steps,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
-        seed=cfg.seed, data_seed=cfg.seed, report_to="none", disable_tqdm=True, log_level="error",
+        seed=cfg.seed, data_seed=cfg.seed, report_to=report_to(cfg.report_to), run_name=session.run_id,
+        disable_tqdm=True, log_level="error",
         remove_unused_columns=False, dataloader_num_workers=0,
         use_cpu=session.device == "cpu", bf16=session.precision == "bf16", fp16=session.precision == "fp16",
         include_num_input_tokens_seen="all" if batching == "pack" else "non_padding",
