@@ -36,6 +36,7 @@ from .project import Project, text_id
 from .prompts import Prompter, ask, clean_input
 from .quality import NearDupIndex, check_input
 from .tasks import task_kind
+from .teacher_topk import TopKRecorder
 
 
 @dataclass
@@ -95,6 +96,9 @@ class Generator:
         self.note = ""                           # why it did, for the progress line
         self.scorer = self.kind.label_scorer(teacher, self.mode, self.prompter, self.seeds,
                                              self.config.generation.label_shots, self.config.task.system_prompt)
+        # generation.teacher_logprobs: the targets of token-level distillation, beside the rows.
+        self.topk = (TopKRecorder(project, teacher, self.config.generation.teacher_logprobs, self.on_event)
+                     if self.config.generation.teacher_logprobs else None)
 
     def on_event(self, event) -> None:
         with self._event_lock:
@@ -218,7 +222,11 @@ class Generator:
         reason, answer, notes = self.kind.check_teacher_answer(answered.text, answered.finish_reason, label,
                                                                self._rejects_disagreement())
         meta.update(notes)
-        return self._finish(row, text, self._relabelled(meta, label, answer, reason), reason)
+        answer = self._relabelled(meta, label, answer, reason)
+        if reason is None and self.topk is not None:
+            with self._teacher_busy():
+                self.topk.record(row["id"], request, answer)
+        return self._finish(row, text, answer, reason)
 
     def _rejects_disagreement(self) -> bool:
         gen = self.config.generation

@@ -66,6 +66,28 @@ class ScoresContinuations(Protocol):
         ...
 
 
+class ScoresAnswerTokens(Protocol):
+    """Teacher-forced top-k log-probabilities over a known vocabulary: the targets of token-level
+    logit distillation (core/teacher_topk.py)."""
+
+    def answer_top_logprobs(self, context, answer: str, k: int):
+        """A teacher_topk.TopK for `answer` after `context` (a chat's messages, or a completion prompt):
+        the answer's token ids and the k most likely ids and log-probabilities at each of them."""
+        ...
+
+    def vocabulary(self):
+        """The model's vocabulary.Vocabulary."""
+        ...
+
+
+class ScoresChatContinuations(Protocol):
+    """Teacher-forced scoring after a chat: a chat teacher's label distribution for classification."""
+
+    def score_chat_continuations(self, messages: Sequence[dict], continuations: Sequence[str]) -> list[float]:
+        """The summed log-probability of each continuation as the assistant's answer to `messages`."""
+        ...
+
+
 class AnswersBatches(Protocol):
     """Several prompts or conversations decoded together: one Completion each, in order, each the same
     as the single call's answer (greedy)."""
@@ -93,6 +115,8 @@ class ExplainsConcurrency(Protocol):
 
 _MEMBERS: dict[type, tuple[str, ...]] = {
     ScoresContinuations: ("score_continuations",),
+    ScoresChatContinuations: ("score_chat_continuations",),
+    ScoresAnswerTokens: ("answer_top_logprobs", "vocabulary"),
     AnswersBatches: ("chat_batch", "complete_batch"),
     BoundsConcurrency: ("max_concurrency",),
     ExplainsConcurrency: ("concurrency_note",),

@@ -76,6 +76,7 @@ class LlamaCppModel:
         self.n_threads = n_threads or os.cpu_count()
         self.n_gpu_layers = n_gpu_layers
         self._scorer = None
+        self._forced = None                     # answer_top_logprobs' context (logits_all)
         self._lock = threading.Lock()    # one decode at a time per loaded model
         self._score_lock = threading.Lock()
         self.parallel = max(1, int(parallel))   # sequences decoded together by the batched path
@@ -125,11 +126,23 @@ class LlamaCppModel:
             return self._batch_engine().call(lambda: self._score(prompt, continuations))
         return self._score(prompt, continuations)
 
+    def score_chat_continuations(self, messages: Sequence[dict], continuations: Sequence[str]) -> list[float]:
+        """score_continuations after a chat's messages and the assistant header, as its chat template
+        renders them (the answer a chat teacher would write)."""
+        tokens, _ = self._chat_tokens(messages, SamplingParams())
+        if self.parallel > 1:
+            return self._batch_engine().call(lambda: self._score_tokens(tokens, continuations))
+        return self._score_tokens(tokens, continuations)
+
     def _score(self, prompt: str, continuations: Sequence[str]) -> list[float]:
+        with self._score_lock:
+            base = self._scorer_llm().tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        return self._score_tokens(base, continuations)
+
+    def _score_tokens(self, base: list[int], continuations: Sequence[str]) -> list[float]:
         import numpy as np
         with self._score_lock:
             scorer = self._scorer_llm()
-            base = scorer.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
             scores = []
             for text in continuations:
                 tokens = scorer.tokenize(text.encode("utf-8"), add_bos=False, special=False)
@@ -146,6 +159,65 @@ class LlamaCppModel:
             self._scorer = open_gguf(self.path, cpu_repack=self.cpu_repack, n_ctx=self.n_ctx,
                                      n_threads=self.n_threads, n_gpu_layers=self.n_gpu_layers, verbose=False)
         return self._scorer
+
+    def answer_top_logprobs(self, context, answer: str, k: int):
+        """The k most likely tokens and their log-probabilities at each token of `answer` after
+        `context` (a chat's messages, or a completion prompt): a teacher_topk.TopK.
+
+        Teacher-forced on the answer as it was kept (after the task's checks), not read off the
+        sampling: the targets then belong to exactly the text the student trains on, sampling and the
+        batched engine run as they do without them, and only this pass pays for llama.cpp's
+        `logits_all`. It runs in its own context over the same weights, where the prompt prefix a shot
+        group shares stays cached; with the batched engine running, on the engine's thread.
+        """
+        if self.parallel > 1:
+            return self._batch_engine().call(lambda: self._forced_top_logprobs(context, answer, k))
+        return self._forced_top_logprobs(context, answer, k)
+
+    def _forced_top_logprobs(self, context, answer: str, k: int):
+        import numpy as np
+        from ..teacher_topk import TopK
+        if isinstance(context, str):
+            prompt = self._prompt_tokens(context)
+        else:
+            prompt, _ = self._chat_tokens(context, SamplingParams())
+        answer_ids = self.llm.tokenize(answer.encode("utf-8"), add_bos=False, special=False)
+        if not answer_ids:
+            return TopK([], [], [])
+        tokens = prompt + answer_ids
+        self._check_context(len(prompt), SamplingParams(max_tokens=len(answer_ids)))
+        with self._score_lock:
+            llm = self._forced_llm()
+            cached = llm.input_ids[:llm.n_tokens].tolist()
+            keep = 0
+            limit = min(len(cached), len(tokens) - 1)     # always evaluate at least one token
+            while keep < limit and cached[keep] == tokens[keep]:
+                keep += 1
+            llm.n_tokens = keep
+            llm.eval(tokens[keep:])
+            # Row i holds the logits after token i: rows len(prompt)-1 .. end-1 predict the answer.
+            logits = np.asarray(llm.scores[len(prompt) - 1:len(tokens) - 1], dtype=np.float32)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        logprobs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        k = min(int(k), logprobs.shape[1])
+        top = np.argpartition(-logprobs, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(logprobs, top, axis=1).argsort(axis=1)[:, ::-1]
+        top = np.take_along_axis(top, order, axis=1)
+        return TopK(list(answer_ids), top.tolist(), np.take_along_axis(logprobs, top, axis=1).tolist())
+
+    def _forced_llm(self):
+        """A context that keeps the logits of every evaluated position (logits_all), for
+        answer_top_logprobs only."""
+        if getattr(self, "_forced", None) is None:
+            self._forced = open_gguf(self.path, cpu_repack=self.cpu_repack, n_ctx=self.n_ctx,
+                                     n_threads=self.n_threads, n_gpu_layers=self.n_gpu_layers,
+                                     logits_all=True, verbose=False)
+        return self._forced
+
+    def vocabulary(self):
+        """The model's vocabulary (core/vocabulary.py)."""
+        from ..vocabulary import llama_vocabulary
+        return llama_vocabulary(self.llm)
 
     @staticmethod
     def _logits_after(llm, tokens: list[int]):
@@ -255,7 +327,7 @@ class LlamaCppModel:
             if self._engine is not None:
                 self._engine.close()
                 self._engine = None
-        for attr in ("llm", "_scorer"):
+        for attr in ("llm", "_scorer", "_forced"):
             llm = getattr(self, attr, None)
             if llm is not None:
                 llm.close()
