@@ -23,18 +23,21 @@ GLYPHS = {"kept": "✓", "pruned": "✗", "rejected": "⊘"}
 
 @dataclass(frozen=True)
 class Filter:
-    """A parsed filter line: `status:kept label:billing reason:near-dup dup>0.8 len<200 "refund" card`."""
+    """A parsed filter line: `status:kept label:billing reason:near-dup dup>0.8 len<200 "refund" card`;
+    `round:2 group:billing->shipping` show the rows an improve round generated around a mistake group."""
     statuses: frozenset = frozenset()
     labels: frozenset = frozenset()
     reasons: frozenset = frozenset()
     words: tuple = ()
     numeric: tuple = ()          # (field, op, value) with field in dup, len
     edited: Optional[bool] = None
+    rounds: frozenset = frozenset()       # improve rounds (meta.improve.round)
+    groups: frozenset = frozenset()       # improve mistake groups (meta.improve.group)
 
     @property
     def empty(self) -> bool:
         return not (self.statuses or self.labels or self.reasons or self.words or self.numeric
-                    or self.edited is not None)
+                    or self.edited is not None or self.rounds or self.groups)
 
 
 _NUMERIC = re.compile(r"^(dup|len)(<=|>=|<|>|=)([0-9.]+)$")
@@ -48,6 +51,7 @@ def parse_filter(text: str) -> Filter:
     except ValueError:
         raise StillroomError(f"filter {text!r}: unterminated quote", "close the quote") from None
     statuses, labels, reasons, words, numeric = set(), set(), set(), [], []
+    rounds, groups = set(), set()
     edited = None
     for token in tokens:
         match = _NUMERIC.match(token.lower())
@@ -70,6 +74,15 @@ def parse_filter(text: str) -> Filter:
             if key == "reason":
                 reasons.update(v for v in value.lower().split(",") if v)
                 continue
+            if key == "round":
+                for v in (v for v in value.split(",") if v):
+                    if not v.isdigit():
+                        raise StillroomError(f"filter term {token!r}: {v!r} is not a round number")
+                    rounds.add(int(v))
+                continue
+            if key == "group":
+                groups.update(v for v in value.split(",") if v)
+                continue
             if key == "is" and value.lower() == "edited":
                 edited = True
                 continue
@@ -79,7 +92,7 @@ def parse_filter(text: str) -> Filter:
         raise StillroomError(f"filter: unknown status {', '.join(sorted(unknown))}",
                              "use status:kept, status:pruned or status:rejected")
     return Filter(frozenset(statuses), frozenset(labels), frozenset(reasons), tuple(words),
-                  tuple(numeric), edited)
+                  tuple(numeric), edited, frozenset(rounds), frozenset(groups))
 
 
 @dataclass
@@ -130,6 +143,12 @@ def matches(entry: Entry, flt: Filter) -> bool:
         return False
     if flt.edited is not None and bool((entry.row.get("meta") or {}).get("edited")) != flt.edited:
         return False
+    if flt.rounds or flt.groups:
+        improve = (entry.row.get("meta") or {}).get("improve") or {}
+        if flt.rounds and improve.get("round") not in flt.rounds:
+            return False
+        if flt.groups and improve.get("group") not in flt.groups:
+            return False
     for name, op, bound in flt.numeric:
         value = entry.dup if name == "dup" else entry.length
         if not _compare(value, op, bound):

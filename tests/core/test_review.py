@@ -99,3 +99,21 @@ def test_filter_and_prune_over_50k_rows():
     assert rs.prune(shown) == len(expected)
     assert rs.filter("status:pruned") == expected
     assert len(rs.filter("status:kept")) == 50_000 - len(expected) - len(rs.filter("status:rejected"))
+
+
+def test_filter_by_improve_round_and_group():
+    from stillroom.core.review import ReviewSet, parse_filter
+    rows = []
+    for i, improve in enumerate([None, {"round": 1, "group": "billing->shipping"},
+                                 {"round": 2, "group": "billing->shipping"}, {"round": 2, "group": "a->b"}]):
+        row = {"id": f"syn-{i:06d}", "status": "kept", "reason": "", "scores": {}, "meta": {},
+               "messages": [{"role": "user", "content": f"text {i}"}, {"role": "assistant", "content": "billing"}]}
+        if improve:
+            row["meta"]["improve"] = improve
+        rows.append(row)
+    review = ReviewSet(rows)
+    assert review.filter("round:2") == [2, 3]
+    assert review.filter("round:1,2 group:billing->shipping") == [1, 2]
+    assert review.filter("group:a->b") == [3]
+    with pytest.raises(StillroomError, match="'x' is not a round number"):
+        parse_filter("round:x")
