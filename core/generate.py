@@ -16,6 +16,7 @@ are always the same (and without labels the same for any K).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import threading
@@ -27,11 +28,13 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from . import records
-from .backends.base import SamplingParams, TextModel, choose_mode, concurrency_limit, concurrency_note
+from .backends.base import (SamplingParams, ScoresChatContinuations, TextModel, choose_mode, concurrency_limit,
+                            concurrency_note, supports)
 from .errors import Cancelled, StillroomError
 from .events import (CandidateStarted, EventSink, ExampleAccepted, ExampleRejected, GenerationFinished,
                      GenerationProgress, Status, TokenStreamed, ignore)
 from .fsio import JsonlAppender, repair_torn_tail
+from .labeling import LABEL_TOP_LOGPROBS, chat_label_distribution, logprob_label_distribution
 from .project import Project, text_id
 from .prompts import Prompter, ask, clean_input
 from .quality import NearDupIndex, check_input
@@ -217,16 +220,36 @@ class Generator:
             return self._finish(row, text, self._relabelled(meta, label, answer, reason), reason)
 
         request = self.prompter.answer(self._answer_shots(group), text, task.system_prompt)
-        answered = self._ask(request, self._params(gen.label_temperature, gen.max_output_tokens,
-                                                   sample_seed + 1), "answer", index_no)
+        params = self._params(gen.label_temperature, gen.max_output_tokens, sample_seed + 1)
+        if self.kind.label_set and not self._scores_chat(request):
+            params = dataclasses.replace(params, top_logprobs=LABEL_TOP_LOGPROBS)
+        answered = self._ask(request, params, "answer", index_no)
         reason, answer, notes = self.kind.check_teacher_answer(answered.text, answered.finish_reason, label,
                                                                self._rejects_disagreement())
         meta.update(notes)
+        if reason is None and self.kind.label_set:
+            self._keep_label_distribution(row, request, answered)
         answer = self._relabelled(meta, label, answer, reason)
         if reason is None and self.topk is not None:
             with self._teacher_busy():
                 self.topk.record(row["id"], request, answer)
         return self._finish(row, text, answer, reason)
+
+    def _scores_chat(self, request) -> bool:
+        return request.mode == "chat" and supports(self.teacher, ScoresChatContinuations)
+
+    def _keep_label_distribution(self, row: dict, request, answered) -> None:
+        """scores.label_probs for a sampled label: each label scored after the chat where the teacher
+        can, else read from the answer's token log-probabilities where the server sent them."""
+        if self._scores_chat(request):
+            with self._teacher_busy():
+                probs = chat_label_distribution(self.teacher, request.messages, self.kind.label_set)
+            source = "chat-scoring"
+        else:
+            probs, source = logprob_label_distribution(answered.top_logprobs, self.kind.label_set), "logprobs"
+        if probs:
+            row["scores"]["label_probs"] = probs
+            row["meta"]["label_probs_from"] = source
 
     def _rejects_disagreement(self) -> bool:
         gen = self.config.generation

@@ -12,7 +12,7 @@ import math
 from typing import Optional, Sequence
 
 from . import records
-from .backends.base import ScoresContinuations, supports
+from .backends.base import ScoresChatContinuations, ScoresContinuations, supports
 from .prompts import Prompter
 
 CONTENT_FREE = "N/A"
@@ -66,3 +66,68 @@ class LabelScorer:
         probs = {label: round(w / total, 4) for label, w in zip(self.labels, weights)}
         best = self.labels[calibrated.index(top)]
         return best, probs
+
+
+# ---------------------------------------------------------------- chat teachers and servers
+
+LABEL_TOP_LOGPROBS = 10      # alternatives per answer token asked of a server that returns logprobs
+
+
+def chat_label_distribution(model, messages: Sequence[dict], labels: Sequence[str]) -> Optional[dict]:
+    """Each label's probability as the whole answer to a chat, scored teacher-forced, when the model can
+    score after a chat (ScoresChatContinuations); None otherwise."""
+    if not supports(model, ScoresChatContinuations):
+        return None
+    return _softmax(labels, model.score_chat_continuations(list(messages), list(labels)))
+
+
+def logprob_label_distribution(top_logprobs: Optional[Sequence[dict]], labels: Sequence[str]
+                               ) -> Optional[dict]:
+    """Each label's probability from the answer's per-token alternatives ({token: log-probability},
+    one per generated token): walking the answer while its tokens fit several labels, each alternative
+    token that fits one label only gives that label its probability (times the answer's so far). Labels
+    no listed token reaches share what the listed tokens leave. None when the answer is not a label
+    or the alternatives never tell the labels apart. Letters are compared without case and leading
+    spaces, since "Positive" and " positive" name the same label."""
+    if not top_logprobs:
+        return None
+    alive = list(labels)
+    mass = {label: 0.0 for label in labels}
+    consumed, reached = "", 0.0          # the answer's text so far, and its log-probability
+    for top in top_logprobs:
+        if not top:
+            return None
+        for token, logprob in top.items():
+            fits = _fitting(consumed + token, alive)
+            if len(fits) == 1:
+                mass[fits[0]] += math.exp(reached + logprob)
+        chosen = max(top, key=top.get)
+        fits = _fitting(consumed + chosen, alive)
+        if not (consumed + chosen).strip():
+            fits = alive                      # a leading space or newline: nothing decided yet
+        if len(fits) >= 2:
+            consumed, reached, alive = consumed + chosen, reached + top[chosen], fits
+            continue
+        if not fits:
+            return None
+        left = max(0.0, math.exp(reached) * (1.0 - sum(math.exp(v) for v in top.values())))
+        unseen = [label for label in labels if mass[label] == 0.0]
+        for label in unseen:
+            mass[label] = max(left / len(unseen), 1e-6)
+        total = sum(mass.values())
+        return {label: round(mass[label] / total, 4) for label in labels}
+    return None
+
+
+def _fitting(text: str, labels: Sequence[str]) -> list[str]:
+    said = text.lstrip().lower()
+    if not said:
+        return []
+    return [label for label in labels if label.lower().startswith(said) or said.startswith(label.lower())]
+
+
+def _softmax(labels: Sequence[str], scores: Sequence[float]) -> dict:
+    top = max(scores)
+    weights = [math.exp(s - top) for s in scores]
+    total = sum(weights)
+    return {label: round(w / total, 4) for label, w in zip(labels, weights)}

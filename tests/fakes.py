@@ -20,8 +20,9 @@ class FakeTeacher:
     is_base = True
 
     def __init__(self, labels=("billing", "shipping"), disagree_every: int = 0, delay: float = 0.0,
-                 words=None):
+                 words=None, logprobs: bool = False):
         self.labels = list(labels)
+        self.logprobs = logprobs        # answers carry top log-probabilities when asked, as a server's do
         self.disagree_every = disagree_every
         self.delay = delay
         self.counter = itertools.count()
@@ -65,10 +66,50 @@ class FakeTeacher:
             if cancel is not None and cancel.is_set():
                 return Completion(text, "cancelled", 10, 1, 0.001)
         return Completion(text, "stop", prompt_tokens=len(prompt) // 4, completion_tokens=len(text.split()),
-                          seconds=0.001)
+                          seconds=0.001, top_logprobs=self._top_logprobs(text, params))
+
+    def _top_logprobs(self, text: str, params: SamplingParams):
+        """For an answer: 0.8 on the label given, the rest shared by the others, as one token each."""
+        label = text.strip()
+        if not (self.logprobs and params.top_logprobs and label in self.labels):
+            return None
+        import math
+        rest = 0.2 / (len(self.labels) - 1)
+        return [{" " + other: math.log(0.8 if other == label else rest) for other in self.labels}]
 
     def chat(self, messages, params, on_token=None, cancel=None):
         raise NotImplementedError
+
+
+class FakeChatTeacher(FakeTeacher):
+    """The fake teacher as a chat model that can score answers after a chat (as llama.cpp can): the
+    label it answers gets log-probability log(0.6), every other label log(0.4 / (n - 1))."""
+
+    supports_chat = True
+    is_base = False
+
+    def chat(self, messages, params, on_token=None, cancel=None):
+        last = messages[-1]["content"]
+        if messages[-1]["role"] == "user" and "Write one new" in last:
+            label = last.split('is "', 1)[1].split('"', 1)[0] if 'is "' in last else self.labels[0]
+            text = self._new_text(label, params.seed)
+            self.written[text] = label
+        else:
+            text = self._chat_answer(last)
+        self.calls += 1
+        return Completion(text, "stop", prompt_tokens=10, completion_tokens=len(text.split()), seconds=0.001)
+
+    def _chat_answer(self, text: str) -> str:
+        label = self.written.get(text, self.labels[0])
+        if self.disagree_every and self.calls % self.disagree_every == 0:
+            label = next(l for l in self.labels if l != label)
+        return label
+
+    def score_chat_continuations(self, messages, continuations):
+        import math
+        answer = self.written.get(messages[-1]["content"], self.labels[0])
+        rest = 0.4 / (len(continuations) - 1)
+        return [math.log(0.6 if c == answer else rest) for c in continuations]
 
     def close(self):
         pass

@@ -103,7 +103,7 @@ class OpenAIModel:
                  cancel: Optional[threading.Event] = None) -> Completion:
         def call(client):
             return client.completions.create(model=self.model_name, prompt=prompt, stream=True,
-                                             **self._kwargs(params))
+                                             **self._kwargs(params, chat=False))
         with self._redacting():
             return self._run(call, on_token, cancel, chat=False)
 
@@ -112,7 +112,7 @@ class OpenAIModel:
              cancel: Optional[threading.Event] = None) -> Completion:
         def call(client):
             return client.chat.completions.create(model=self.model_name, messages=list(messages),
-                                                  stream=True, **self._kwargs(params))
+                                                  stream=True, **self._kwargs(params, chat=True))
         with self._redacting():
             return self._run(call, on_token, cancel, chat=True)
 
@@ -182,12 +182,16 @@ class OpenAIModel:
             raise type(exc)(str(exc).replace(key, "<api key>"), exc.remedy.replace(key, "<api key>")) from None
 
     @staticmethod
-    def _kwargs(params: SamplingParams) -> dict:
+    def _kwargs(params: SamplingParams, chat: bool) -> dict:
         kwargs = dict(max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p)
         if params.stop:
             kwargs["stop"] = list(params.stop)
         if params.seed is not None:
             kwargs["seed"] = params.seed
+        if params.top_logprobs:
+            # The chat API caps top_logprobs at 20; the legacy completions API takes logprobs=k.
+            kwargs.update(dict(logprobs=True, top_logprobs=min(params.top_logprobs, 20)) if chat
+                          else dict(logprobs=params.top_logprobs))
         return kwargs
 
     def _acquire(self, cancel) -> Optional[_Slot]:
@@ -296,6 +300,7 @@ class OpenAIModel:
 
     def _drain(self, stream, on_token, cancel, chat: bool, streamed: list) -> Completion:
         usage = None
+        logprobs: list = []
 
         def read(chunk):
             nonlocal usage
@@ -304,6 +309,7 @@ class OpenAIModel:
             if not chunk.choices:
                 return None
             choice = chunk.choices[0]
+            logprobs.extend(_top_logprobs(getattr(choice, "logprobs", None), chat))
             return (choice.delta.content if chat else choice.text) or "", choice.finish_reason
 
         out = drain(stream, read, on_token, cancel, pieces=streamed)
@@ -313,7 +319,18 @@ class OpenAIModel:
         completion_tokens = getattr(usage, "completion_tokens", 0) or len(out.pieces)
         finish = out.finish_reason if out.finish_reason in ("stop", "length", "cancelled") else "stop"
         return Completion(out.text, finish, prompt_tokens, completion_tokens, out.seconds,
-                          out.first_token_seconds)
+                          out.first_token_seconds, top_logprobs=logprobs or None)
+
+
+def _top_logprobs(logprobs, chat: bool) -> list[dict]:
+    """A streamed chunk's log-probabilities as one {token text: log-probability} per generated token
+    (the format llama.cpp's completions use); [] when the server sent none."""
+    if logprobs is None:
+        return []
+    if chat:
+        return [{alt.token: alt.logprob for alt in (getattr(item, "top_logprobs", None) or [])}
+                or {item.token: item.logprob} for item in (getattr(logprobs, "content", None) or [])]
+    return [dict(top) for top in (getattr(logprobs, "top_logprobs", None) or []) if top]
 
 
 def _retry_after(exc) -> Optional[float]:
