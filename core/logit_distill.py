@@ -34,6 +34,59 @@ _LOG_ZERO = -1e4
 
 # ---------------------------------------------------------------- rows and batches
 
+def attach_targets(project, tokenizer, rows: list[dict], *, fresh: bool, on_event) -> None:
+    """Before rendering: check that the teacher whose targets are stored shares the student's tokenizer,
+    and (for a new run; a resumed run's rows carry theirs) give the rows their targets."""
+    from .errors import DataError
+    from .events import Status
+    from .teacher_topk import attach, read_teacher_vocabulary, topk_path
+    from .vocabulary import check_shared_vocabulary, tokenizer_vocabulary
+    teacher = read_teacher_vocabulary(project)
+    if teacher is None:
+        raise DataError(f"{topk_path(project)}: no teacher log-probabilities for training.objective = logits",
+                        "set generation.teacher_logprobs (e.g. 8) and generate rows with a llama.cpp teacher "
+                        "that shares the student's tokenizer")
+    shared = check_shared_vocabulary(teacher, tokenizer_vocabulary(tokenizer))
+    on_event(Status(f"logit distillation: {shared.describe()}"))
+    if fresh and not attach(project, rows, teacher):
+        raise DataError(f"{topk_path(project)}: no training row has the teacher's log-probabilities",
+                        "generate rows with generation.teacher_logprobs set")
+
+
+def row_fields(row: dict) -> dict:
+    """render_rows' `extra` for the logits objective: the row's stored targets, to be lined up."""
+    return {"teacher_topk": row["teacher_topk"]} if "teacher_topk" in row else {}
+
+
+def line_up_rows(data, max_length: int, on_event) -> dict:
+    """After rendering: every rendered row's targets lined up with its answer tokens; the counts of
+    the training rows, also reported as a status line."""
+    from .events import Status
+    counts = prepare_rows(data.train, max_length)
+    prepare_rows(data.validation, max_length)
+    on_event(Status(f"logit distillation: {counts['distilled']} rows with the teacher's top-k, "
+                    f"{counts['fallback']} fall back to cross-entropy (their tokens differ from the "
+                    f"teacher's), {counts['without']} without targets (seeds)"))
+    return counts
+
+
+def compute_loss(trainer, model, inputs: dict, return_outputs: bool, num_items_in_batch, cfg):
+    """Trainer.compute_loss for training.objective = "logits"; the loss is normalised by the answer
+    tokens of the whole accumulated batch (already scaled for gradient accumulation)."""
+    loss_func = getattr(trainer, "logit_loss", None)
+    if loss_func is None:
+        loss_func = trainer.logit_loss = LogitDistillLoss(cfg.distill_weight, cfg.distill_temperature)
+        trainer.loss_parts = loss_func.logged_parts
+    inputs = loss_func.take_targets(dict(inputs))
+    labels = inputs.pop("labels")
+    outputs = model(**inputs)
+    trainer.loss_is_scaled_for_ga = True
+    loss = loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
+    if trainer.args.average_tokens_across_devices and num_items_in_batch is not None:
+        loss = loss * trainer.accelerator.num_processes     # num_items_in_batch counts every process's
+    return (loss, outputs) if return_outputs else loss
+
+
 def prepare_rows(items: list[dict], max_length: int) -> dict:
     """Turn each rendered row's teacher_topk record into per-answer-token targets (in place); returns
     the counts: rows distilled, rows that fell back to cross-entropy because their tokens did not line

@@ -15,7 +15,7 @@ On disk (both under the project's data/ folder):
 * `teacher_vocab.json`: the vocabulary of the teacher that wrote them (core/vocabulary.py); `vocab`
   on each line is its digest, so lines from another teacher are never used.
 
-Training attaches a row's line as `row["teacher_topk"]`, which travels with the run's own rows
+Training attaches a row's line as `row["teacher_topk"]` (by row id), which travels with the run's own rows
 (runs/<id>/data.jsonl), so a resumed run reads the same targets.
 """
 from __future__ import annotations
@@ -176,21 +176,15 @@ def read_records(project) -> dict[str, dict]:
     return out
 
 
-def _messages_key(row: dict) -> str:
-    return json.dumps(row["messages"], ensure_ascii=False, sort_keys=True)
-
-
 def attach(project, rows: list[dict], vocabulary: Vocabulary) -> int:
-    """Give each training row that is a kept generated row with a record from this vocabulary's teacher
-    its record as row["teacher_topk"]; rows are matched by their messages (an answer edited in review
-    still matches, and is caught when its tokens are lined up). Returns how many rows got one."""
+    """Give each training row whose id has a record from this vocabulary's teacher that record, as
+    row["teacher_topk"] (an answer edited in review keeps its id, and is caught when its tokens are
+    lined up). Returns how many rows got one."""
     records = read_records(project)
-    by_messages = {_messages_key(r): records[r["id"]] for r in project.kept_rows()
-                   if r.get("id") in records and records[r["id"]].get("vocab") == vocabulary.digest}
     attached = 0
     for row in rows:
-        record = by_messages.get(_messages_key(row))
-        if record is not None:
+        record = records.get(row.get("id"))
+        if record is not None and record.get("vocab") == vocabulary.digest:
             row["teacher_topk"] = {k: v for k, v in record.items() if k != "id"}
             attached += 1
     return attached

@@ -150,9 +150,17 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
     precision = pick_precision(device, cfg.precision, training=True)
 
     model, tokenizer, folder = _load_student(project, config, device, precision, on_event)
+    if cfg.objective == "logits":
+        from .logit_distill import attach_targets
+        attach_targets(project, tokenizer, train_rows + validation_rows, fresh=resume_dir is None,
+                       on_event=on_event)
     on_event(Status("rendering the training rows"))
     data = render_rows(tokenizer, train_rows, validation_rows, cfg.max_length,
                        extra=_objective_fields(config, tokenizer, train_rows + validation_rows, project.root))
+    logit_targets = None
+    if cfg.objective == "logits":
+        from .logit_distill import line_up_rows
+        logit_targets = line_up_rows(data, cfg.max_length, on_event)
     if not data.train:
         raise DataError(f"{project.root}: no training row has an assistant answer left after rendering "
                         f"({data.dropped} dropped)", "check the rows' messages and training.max_length")
@@ -167,6 +175,8 @@ def train(project, *, on_event: EventSink = ignore, cancel: threading.Event | No
         _begin_session(session, None if resume_dir is not None else (
             train_rows, validation_rows, _run_info(session, config, overrides, folder, data,
                                                    train_rows + validation_rows, start_adapter)))
+    if session.main and logit_targets is not None:
+        session.writer.set_state(logit_targets=logit_targets)     # rows distilled, fallen back, without
     barrier(world_size)
     on_event(TrainStarted(run_id=session.run_id, run_dir=str(run_dir), step=session.start_step,
                           max_steps=session.max_steps, train_rows=len(data.train),
@@ -346,6 +356,9 @@ def _make_trainer(model, tokenizer, data: RenderedData, cfg: TrainingConfig, ses
     if cfg.objective == "soft-labels":
         from .soft_labels import SoftLabelCollator
         collator = SoftLabelCollator(collator, tree=share_prefix)
+    elif cfg.objective == "logits":
+        from .logit_distill import DistillCollator
+        collator = DistillCollator(collator)
     trainer = _trainer_class(cfg)(model=model, args=args, train_dataset=ListDataset(data.train),
                                   eval_dataset=ListDataset(data.validation) if evaluate else None,
                                   data_collator=collator,
@@ -365,6 +378,9 @@ def _objective_fields(config: ProjectConfig, tokenizer, rows: list[dict], where)
         from .soft_labels import check_rows, row_fields
         check_rows(rows, config.task.labels, where)
         return row_fields(tokenizer, config.task.labels, config.training.max_length)
+    if config.training.objective == "logits":
+        from .logit_distill import row_fields as logit_fields
+        return logit_fields
     return None
 
 
@@ -379,8 +395,18 @@ def _trainer_class(cfg: TrainingConfig):
             if cfg.objective == "soft-labels":
                 from .soft_labels import compute_loss
                 return compute_loss(self, model, inputs, return_outputs, num_items_in_batch, cfg)
+            if cfg.objective == "logits":
+                from .logit_distill import compute_loss
+                return compute_loss(self, model, inputs, return_outputs, num_items_in_batch, cfg)
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                          num_items_in_batch=num_items_in_batch)
+
+        def log(self, logs, *args, **kwargs):
+            # The objective's loss parts (loss_ce, loss_kl) join the logged training loss.
+            parts = getattr(self, "loss_parts", None)
+            if parts is not None and "loss" in logs:
+                logs.update(parts())
+            super().log(logs, *args, **kwargs)
     return DistillationTrainer
 
 

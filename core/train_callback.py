@@ -103,19 +103,21 @@ class StillroomCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         if "loss" in logs:
-            self._log_loss(state, control, float(logs["loss"]), logs.get("learning_rate"), logs.get("grad_norm"))
+            self._log_loss(state, control, float(logs["loss"]), logs.get("learning_rate"), logs.get("grad_norm"),
+                           {k: v for k, v in logs.items() if k.startswith("loss_")})
         elif "eval_loss" in logs:
             self._log_eval_loss(state, float(logs["eval_loss"]))
         else:
             return
         self._check_cancel(control)
 
-    def _log_loss(self, state, control, loss: float, lr, grad_norm) -> None:
+    def _log_loss(self, state, control, loss: float, lr, grad_norm, parts: dict | None = None) -> None:
         self.last_loss = loss
         if self.first_loss is None and self.step0 == 0:
             self.first_loss = loss
         self.tokens_per_second = self._speed(state)
         line = self._line(state, loss=loss, lr=lr, grad_norm=grad_norm, speed=self.tokens_per_second)
+        line.update(parts or {})          # a distillation objective's parts of the loss (loss_ce, loss_kl)
         self.flush()
         if control.should_evaluate:
             self.pending = line            # eval loss of this step joins the same line

@@ -215,3 +215,58 @@ def test_collated_targets_follow_the_answer_tokens_row_by_row():
     assert out["teacher_ids"].tolist() == [[4, 1], [0, 0], [0, 0]]
     finite = out["teacher_logprobs"].isfinite().tolist()
     assert finite == [[True, True], [False, False], [False, False]]
+
+
+# ---------------------------------------------------------------- training with the logits objective
+
+@pytest.mark.slow
+def test_training_with_logits_logs_both_parts_and_counts_the_fallback(tmp_path, tiny):
+    import json
+    import random
+
+    from transformers import AutoTokenizer
+
+    from stillroom.core import records
+    from stillroom.core.project import Project
+    from stillroom.core.teacher_topk import TopKWriter
+    from stillroom.core.train import train
+    project = Project.create(tmp_path / "proj", demo=True)
+    project.config.student.model = str(tiny)
+    for key, value in dict(objective="logits", include_seeds=False, logging_steps=1, eval_steps=2, save_steps=2, batch_size=4,
+                           lora_rank=4, lora_alpha=8, max_length=256, validation_fraction=0.15).items():
+        setattr(project.config.training, key, value)
+    project.save_config()
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny))
+    writer = TopKWriter(project, tokenizer_vocabulary(tokenizer))
+    rng = random.Random(0)
+    rows = []
+    for i, seed in enumerate(project.seeds()[:6]):
+        row_id = records.synthetic_id(i)
+        rows.append({**seed, "id": row_id, "status": "kept", "reason": "", "scores": {}, "meta": {}})
+        answer = tokenizer(records.answer_text(seed), add_special_tokens=False)["input_ids"]
+        if i == 0:
+            answer = answer[::-1] + [5]                # not the student's tokens: cross-entropy only
+        writer.write(row_id, TopK(answer, [[t] + rng.sample(range(len(tokenizer)), 3) for t in answer],
+                                  [[-0.2, -2.0, -3.0, -4.0] for _ in answer]))
+    project.synthetic_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = train(Project.open(project.root), overrides={"max_steps": 2})
+    assert result.step == 2 and math.isfinite(result.final_loss)
+    metrics = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = [m for m in metrics if m.get("loss") is not None]
+    assert logged and all(m["loss_ce"] > 0 for m in logged) and any(m.get("loss_kl", 0) > 0 for m in logged)
+    state = json.loads((result.run_dir / "state.json").read_text())
+    targets = state["logit_targets"]
+    train_ids = {r["id"] for r in map(json.loads, (result.run_dir / "data.jsonl").read_text().splitlines())
+                 if r["split"] == "train"}
+    fallback = int(records.synthetic_id(0) in train_ids)
+    assert targets == {"distilled": result.train_rows - fallback, "fallback": fallback, "without": 0}
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["config"]["training"]["objective"] == "logits"
+    data = [json.loads(line) for line in (result.run_dir / "data.jsonl").read_text().splitlines()]
+    assert sum(1 for r in data if "teacher_topk" in r) == 6          # the run keeps its targets
+
+    # Targets from a teacher with another tokenizer are refused before training.
+    from tiny import build_tokenizer
+    TopKWriter(project, tokenizer_vocabulary(build_tokenizer(vocab_size=300)))
+    with pytest.raises(ModelError, match="do not share a tokenizer"):
+        train(Project.open(project.root), overrides={"max_steps": 2})
