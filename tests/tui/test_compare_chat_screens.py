@@ -56,6 +56,9 @@ async def test_compare_filters_and_side_by_side(project_with_run):
 async def test_evaluate_a_run_from_the_screen(project_with_run, tiny):
     from modelscreens import add_run
     add_run(project_with_run, tiny, "20260102-090000-lora", evaluated=False)
+    config = project_with_run.config
+    config.evaluation.baselines = ["few-shot", "scored"]     # the seed-only student's 40 steps: tests/core
+    project_with_run.save_config(config)
     app = make_app(project_with_run.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_screen(pilot, "5", "CompareScreen")

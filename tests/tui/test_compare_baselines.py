@@ -1,0 +1,30 @@
+"""The Compare screen shows the baselines and the figures beside the headline."""
+import json
+
+import pytest
+
+from modelscreens import RUN_ID, TEACHER
+from workbench import wait_for
+from stillroom.tui.app import make_app
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+
+async def test_compare_headline_shows_the_baselines(project_with_run):
+    path = project_with_run.runs_dir / RUN_ID / "eval" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    for key, score in (("few_shot", 0.417), ("scored", 0.583), ("seed_only", 0.5)):
+        metrics["models"][key] = {"accuracy": score, "name": "base", "mode": "chat"}
+    metrics["gap_closed_vs_prompted"] = {"value": 0.61, "ci_low": 0.22, "ci_high": 0.93, "baseline": "scored"}
+    metrics["rows_added"] = {"value": 0.167, "ci_low": -0.083, "ci_high": 0.417}
+    path.write_text(json.dumps(metrics))
+    app = make_app(project_with_run.root, teacher_factory=TEACHER)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.workbench.project is not None)
+        await pilot.press("5")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "CompareScreen")
+        headline = str(app.screen.query_one("#cmp-headline").render())
+        for text in ("gap closed", "base few-shot 0.417", "base scored 0.583", "seed-only student 0.500",
+                     "vs best prompted 61% [22%, 93%]", "tuned − seed-only +0.167 [-0.083, +0.417]"):
+            assert text in headline
+        assert "86%" in headline                      # the headline itself stays
