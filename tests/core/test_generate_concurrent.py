@@ -161,7 +161,7 @@ def test_cancel_with_k_in_flight_leaves_no_gap_and_resumes(tmp_path):
 
 KILL_SCRIPT = """
 import sys
-sys.path.insert(0, {tests!r})
+sys.path[:0] = {paths!r}
 from test_generate_concurrent import SeededTeacher
 from stillroom.core.generate import generate
 from stillroom.core.project import Project
@@ -174,7 +174,8 @@ def test_sigkill_during_concurrent_generation_then_rerun_reaches_exactly_n(tmp_p
     project.config.teacher.max_in_flight = 4
     project.save_config()
     target = 200
-    script = KILL_SCRIPT.format(tests=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), root=str(project.root), target=target)
+    here = os.path.dirname(os.path.abspath(__file__))
+    script = KILL_SCRIPT.format(paths=[here, os.path.dirname(here)], root=str(project.root), target=target)
     rng = random.Random(5)
 
     def lines():
