@@ -1,10 +1,8 @@
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 
 import pytest
@@ -13,20 +11,8 @@ from fakes import FakeTeacher
 from stillroom.core import events, records
 from stillroom.core.generate import Generator, generate
 from stillroom.core.project import Project
-
-
-def make_project(tmp_path, seeds=6):
-    project = Project.create(tmp_path / "proj", "classification")
-    project.config.task.labels = ["billing", "shipping"]
-    project.config.task.input_name, project.config.task.output_name = "Ticket", "Team"
-    project.config.evaluation.test_fraction = 0.0
-    project.save_config()
-    rows = []
-    for i in range(seeds):
-        label = ["billing", "shipping"][i % 2]
-        rows.append(records.make_row(f"seed number {i} is a question about {label} things", label))
-    project.save_seeds(rows)
-    return Project.open(project.root)
+from killing import KILL_SCRIPT, kill_mid_run
+from projects import make_project
 
 
 def test_generation_fills_to_target_balanced(tmp_path):
@@ -91,42 +77,6 @@ def test_too_few_seeds_is_a_clear_error(tmp_path):
     from stillroom.core.errors import StillroomError
     with pytest.raises(StillroomError, match="seeds.jsonl: 1 usable seed example"):
         generate(project, 3, teacher=FakeTeacher())
-
-
-KILL_SCRIPT = """
-import sys, time
-sys.path.insert(0, {tests!r})
-from fakes import FakeTeacher
-from stillroom.core.generate import generate
-from stillroom.core.project import Project
-generate(Project.open({root!r}), {target}, teacher=FakeTeacher(delay=0.01, disagree_every=4))
-"""
-
-
-def _lines(path):
-    return path.read_bytes().count(b"\n") if path.exists() else 0
-
-
-def kill_mid_run(script, path, rng, *, rounds, grow=1):
-    """Start the script, wait until it has appended `grow` more lines, let it run a random moment
-    longer, SIGKILL it. Returns how many kills landed before the run finished on its own."""
-    landed = 0
-    for _ in range(rounds):
-        proc = subprocess.Popen([sys.executable, "-c", script])
-        start = _lines(path)
-        deadline = time.time() + 60
-        while _lines(path) < start + grow and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0, 0.25))
-        if proc.poll() is not None:
-            break
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        landed += 1
-        if rng.random() < 0.5:      # as a kill in the middle of a write would
-            with open(path, "a") as handle:
-                handle.write('{"id": "syn-torn", "status": "kep')
-    return landed
 
 
 def test_sigkill_during_generation_then_rerun_reaches_exactly_n(tmp_path):

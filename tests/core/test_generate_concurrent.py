@@ -12,7 +12,7 @@ from fakes import FakeTeacher
 from stillroom.core import events, records
 from stillroom.core.generate import generate
 from stillroom.core.project import Project
-from test_generate import make_project
+from projects import make_project
 
 
 class SeededTeacher(FakeTeacher):

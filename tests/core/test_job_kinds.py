@@ -37,7 +37,7 @@ def test_training_job_reports_a_user_error_as_such(tmp_path):
 
 
 def test_generation_session_keeps_its_teacher_between_requests(tmp_path):
-    from test_generate import make_project
+    from projects import make_project
     project = make_project(tmp_path)
     with generation_job(project.root, teacher_factory="fakes:fake_teacher") as job:
         statuses = []

@@ -17,24 +17,13 @@ from stillroom.core.packing import IGNORE_INDEX, packing_isolates_rows
 from stillroom.core.runs import last_checkpoint, list_runs, read_metrics
 from stillroom.core.sft_data import Collator, render_row, render_rows, selected_logits_loss, split_rows
 from stillroom.core.train import train
+from projects import tiny_project
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny):
     from stillroom.core.student import load_tokenizer
     return load_tokenizer(tiny, for_training=True)
-
-
-def tiny_project(tmp_path, tiny, **training):
-    project = Project.create(tmp_path / "proj", demo=True)
-    project.config.student.model = str(tiny)
-    settings = dict(logging_steps=1, eval_steps=4, save_steps=4, batch_size=4, lora_rank=4, lora_alpha=8,
-                    learning_rate=1e-3, max_length=384, validation_fraction=0.15)
-    settings.update(training)
-    for key, value in settings.items():
-        setattr(project.config.training, key, value)
-    project.save_config()
-    return Project.open(project.root)
 
 
 def labelled_text(tokenizer, rendered) -> str:

@@ -8,7 +8,7 @@ from stillroom.core import fsio
 from stillroom.core.errors import ModelError, StillroomError
 from stillroom.core.fsio import JsonlAppender, atomic_write_text
 from stillroom.tui.cli import main
-from test_generate import make_project
+from projects import make_project
 
 
 def _raise(code):

@@ -16,8 +16,9 @@ from stillroom.core.config import load_config
 from stillroom.core.project import Project
 from stillroom.core.runs import list_runs, read_metrics
 from stillroom.core.train import train
-from test_generate import KILL_SCRIPT, kill_mid_run, make_project
-from test_train import tiny_project
+from killing import KILL_SCRIPT, kill_mid_run
+from projects import make_project
+from projects import tiny_project
 from tiny import build_tiny_llama
 
 TESTS = str(Path(__file__).resolve().parents[1])
