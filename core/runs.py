@@ -43,6 +43,7 @@ class RunSummary:
     method: str
     path: Path
     output_dir: Path | None
+    objective: str = "sft"       # training.objective the run learned with
 
     @property
     def resumable(self) -> bool:
@@ -188,8 +189,13 @@ def list_runs(project) -> list[RunSummary]:
             max_steps=int(state.get("max_steps") or config.get("max_steps") or 0),
             final_loss=state.get("final_loss"), final_eval_loss=state.get("final_eval_loss"),
             created=config.get("created") or state.get("started") or "", method=method, path=run_dir,
-            output_dir=output if output.is_dir() else None))
+            output_dir=output if output.is_dir() else None, objective=run_objective(config)))
     return out
+
+
+def run_objective(config: dict) -> str:
+    """The training objective a run's config.json records (runs from before the setting: sft)."""
+    return (config.get("config") or {}).get("training", {}).get("objective") or "sft"
 
 
 # ---------------------------------------------------------------- resuming

@@ -50,6 +50,8 @@ async def test_train_stop_and_resume(project, monkeypatch):
         await pilot.press("t")
         await pilot.pause()
         assert "step" in str(screen.query_one("#train-numbers").render())
+        assert ["objective", "sft"] in [line.split() for line in
+                                        str(screen.query_one("#train-numbers").render()).splitlines()]
         await pilot.press("escape")
         # quitting while a run is in progress asks first
         await pilot.press("ctrl+q")

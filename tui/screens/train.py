@@ -7,6 +7,7 @@ can be resumed (r) from the runs list.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -17,7 +18,7 @@ from textual.widgets import DataTable, Input, Label, ProgressBar, Select, Static
 from stillroom import themes
 from stillroom.core import events as ev
 from stillroom.core.errors import StillroomError
-from stillroom.core.runs import eval_summary
+from stillroom.core.runs import eval_summary, read_json, run_objective
 from stillroom.tui.bridge import JobEnded, job_done, run_job
 from stillroom.tui.format import fmt_float, fmt_percent, fmt_seconds
 from stillroom.tui.screens.base import WorkbenchScreen
@@ -78,6 +79,7 @@ class TrainScreen(WorkbenchScreen):
         self.eval_loss: float | None = None
         self.checkpoint = "–"
         self.shape: ev.TrainStarted | None = None
+        self.objective = "sft"        # the running run's training.objective, from its config.json
         self.status = ""
         self.runs = []
         self.view = None          # (RunSummary, metrics lines) of the highlighted run while idle
@@ -241,6 +243,7 @@ class TrainScreen(WorkbenchScreen):
         if shape is not None:
             row("device", f"{shape.device} {shape.precision}")
             row("rows", f"{shape.train_rows} + {shape.validation_rows} val")
+            row("objective", self.objective)
         text.append("\n")
         row("step", f"{last.step} / {last.max_steps}" if last else "–", "bold")
         row("epoch", f"{last.epoch:.2f}" if last else "–")
@@ -283,6 +286,7 @@ class TrainScreen(WorkbenchScreen):
         row("state", self.state, "bold")
         row("status", run.status)
         row("method", run.method)
+        row("objective", run.objective)
         row("step", f"{run.step} / {run.max_steps}", "bold")
         row("epoch", f"{last['epoch']:.2f}" if last.get("epoch") is not None else "–")
         row("loss", fmt_float(run.final_loss, 4), "bold")
@@ -427,6 +431,7 @@ class TrainScreen(WorkbenchScreen):
         elif isinstance(event, ev.TrainStarted):
             self.shape = event
             self.run_id = event.run_id
+            self.objective = run_objective(read_json(Path(event.run_dir) / "config.json") or {})
             self.state = "training" if not self.job.stop_requested else "stopping"
             self.status = f"{event.method} on {event.train_rows} rows" + (
                 f", {event.truncated} truncated" if event.truncated else "")
