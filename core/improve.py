@@ -91,16 +91,32 @@ def all_probe_paths(project: Project) -> list[Path]:
 
 
 def _open_chain(project: Project, rounds: Optional[int], run: Optional[str], on_event: EventSink) -> Path:
-    """The unfinished chain (its rounds raised to `rounds` when asked), else a new one from `run` (default:
-    the newest finished run)."""
+    """The chain to run and its rounds. Without `run`: the unfinished chain (with `rounds`, it runs until
+    that many more rounds are done, the interrupted one counted), else the chain whose last round made
+    the newest finished run (extended by `rounds`, default 1), else a new chain from that run."""
     chain = unfinished_chain(project) if run is None else None
     if chain is not None:
-        info = read_json(chain / "chain.json") or {}
-        if rounds and rounds != info.get("rounds"):
-            info["rounds"] = max(rounds, _done_rounds(chain))
-            atomic_write_text(chain / "chain.json", json.dumps(info, indent=1) + "\n")
-        on_event(Status(f"resuming the improve chain of run {chain.parent.name}"))
+        if rounds:
+            _set_rounds(chain, _done_rounds(chain) + rounds)
+        on_event(Status(f"resuming the improve loop started from run {chain.parent.name}"))
         return chain
+    check_ready(project, run)
+    finished = [r for r in list_runs(project) if r.status == "finished" and r.output_dir is not None]
+    base = project.run_dir(run) if run is not None else finished[-1].path
+    chain = next((c for c in chain_dirs(project) if _last_run(c) == base.name), None) or base / "improve"
+    if (chain / "chain.json").exists():
+        _set_rounds(chain, _done_rounds(chain) + (rounds or 1))
+    else:
+        chain.mkdir(parents=True, exist_ok=True)
+        info = {"base_run": base.name, "rounds": rounds or 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        atomic_write_text(chain / "chain.json", json.dumps(info, indent=1) + "\n")
+    return chain
+
+
+def check_ready(project: Project, run: Optional[str] = None) -> None:
+    """What can be checked before any model loads: a loop to resume or a finished run to start from."""
+    if run is None and unfinished_chain(project) is not None:
+        return
     finished = [r for r in list_runs(project) if r.status == "finished" and r.output_dir is not None]
     if run is not None:
         base = project.run_dir(run)
@@ -110,17 +126,18 @@ def _open_chain(project: Project, rounds: Optional[int], run: Optional[str], on_
     elif not finished:
         raise StillroomError(f"{project.runs_dir}: no finished training run to improve",
                              f"train one first: stillroom train {project.root}")
-    else:
-        base = finished[-1].path
-    chain = base / "improve"
-    if (chain / "chain.json").exists():
-        # This run's chain is done: more rounds extend it.
-        info = read_json(chain / "chain.json") or {}
-        info["rounds"] = _done_rounds(chain) + (rounds or 1)
-    else:
-        info = {"base_run": base.name, "rounds": rounds or 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _set_rounds(chain: Path, rounds: int) -> None:
+    info = read_json(chain / "chain.json") or {}
+    info["rounds"] = rounds
     atomic_write_text(chain / "chain.json", json.dumps(info, indent=1) + "\n")
-    return chain
+
+
+def _last_run(chain: Path) -> Optional[str]:
+    """The run the chain's last finished round trained (None before any round is done)."""
+    n = _done_rounds(chain)
+    return (read_json(chain / f"round-{n}" / "state.json") or {}).get("run") if n else None
 
 
 def _done_rounds(chain: Path) -> int:
@@ -370,8 +387,8 @@ class Round:
             "round": self.n, "chain": self.chain.parent.name, "from_run": s["from_run"], "run": s.get("run"),
             "retrain": s.get("retrain"), "rows_planned": sum((s.get("plan") or {}).values()),
             "rows_added": len(added),
-            "probe": {"size": n, "disagree_before": _share(before, n), "disagree_before_ci": wilson(before or 0, n),
-                      "disagree_after": _share(after, n), "disagree_after_ci": wilson(after or 0, n),
+            "probe": {"size": n, "disagree_before": _share(before, n), "disagree_before_ci": list(wilson(before or 0, n)),
+                      "disagree_after": _share(after, n), "disagree_after_ci": list(wilson(after or 0, n)),
                       "disagreements_before": before, "disagreements_after": after},
             "test_before": test_summary(self.project, s["from_run"]),
             "test_after": test_summary(self.project, s.get("run")),
@@ -427,9 +444,10 @@ def _bootstrap_mean(values, resamples: int, seed: int):
 def improve(project: Project, *, rounds: Optional[int] = None, review: bool = False, probe: Optional[int] = None,
             run: Optional[str] = None, teacher=None, on_event: EventSink = ignore,
             cancel: Optional[threading.Event] = None) -> ImproveResult:
-    """Run (or resume) an improve chain to its rounds. `rounds`: the rounds the chain should have (a new
-    chain: 1); `run`: start a new chain from this run instead of resuming or taking the newest one;
-    `probe`: probe inputs per new round (default improve.probe); `review`: stop after targeting.
+    """Run (or resume) an improve chain (see _open_chain). `rounds`: rounds to finish in this call, an
+    interrupted one counted (default: what the interrupted chain was asked for, else 1); `run`: start a
+    new chain from this finished run; `probe`: probe inputs per new round (default improve.probe);
+    `review`: stop after a round's targeting.
     `teacher`: a loaded teacher to use (else the project's, loaded when first needed)."""
     cancel = cancel or threading.Event()
     if rounds is not None and rounds < 1:

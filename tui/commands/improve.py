@@ -33,6 +33,8 @@ def run(args) -> int:
     for flag, value in (("--rounds", args.rounds), ("--probe", args.probe)):
         if value is not None and value < 1:
             raise StillroomError(f"{flag} must be at least 1, got {value}")
+    from stillroom.core.improve import check_ready
+    check_ready(project, args.run_id)
     job = improve_job(project.root, rounds=args.rounds, review=args.review, probe=args.probe, run_id=args.run_id)
     with project.lock("stillroom improve"), stop_on_ctrl_c(job.stop):
         result = improve_result(run_with_progress(job))
