@@ -97,6 +97,7 @@ class Generator:
             self.concurrency = max(1, min(self.concurrency, int(limit)))
         self.in_flight_limit = self.concurrency    # K, or fewer once the teacher lowers its bound
         self.note = ""                           # why it did, for the progress line
+        self._relabel_room: dict = {}         # index -> the labels a relabelled candidate may take
         self.scorer = self.kind.label_scorer(teacher, self.mode, self.prompter, self.seeds,
                                              self.config.generation.label_shots, self.config.task.system_prompt)
         # generation.teacher_logprobs: the targets of token-level distillation, beside the rows.
@@ -217,6 +218,7 @@ class Generator:
             meta["teacher_label"] = answer
             meta["labelled_by"] = "calibrated-scoring"
             reason = "label-disagree" if self._rejects_disagreement() and label and answer != label else None
+            reason = self._unbalancing(index_no, label, answer, reason)
             return self._finish(row, text, self._relabelled(meta, label, answer, reason), reason)
 
         request = self.prompter.answer(self._answer_shots(group), text, task.system_prompt)
@@ -227,6 +229,7 @@ class Generator:
         reason, answer, notes = self.kind.check_teacher_answer(answered.text, answered.finish_reason, label,
                                                                self._rejects_disagreement())
         meta.update(notes)
+        reason = self._unbalancing(index_no, label, answer, reason)
         if reason is None and self.kind.label_set:
             self._keep_label_distribution(row, request, answered)
         answer = self._relabelled(meta, label, answer, reason)
@@ -250,6 +253,17 @@ class Generator:
         if probs:
             row["scores"]["label_probs"] = probs
             row["meta"]["label_probs_from"] = source
+
+    def _unbalancing(self, index_no: int, intended: Optional[str], answer: str, reason: Optional[str]
+                     ) -> Optional[str]:
+        """relabel: a disagreeing candidate is kept only under a label the set needs as much as the one
+        it was written for (tied for fewest when its label was chosen); under a label already ahead
+        it is rejected, or a teacher that leans to one label would tilt the whole set towards it."""
+        room = self._relabel_room.pop(index_no, None)
+        if reason is None and intended and answer and answer != intended and room is not None \
+                and answer not in room:
+            return "label-disagree"
+        return reason
 
     def _rejects_disagreement(self) -> bool:
         gen = self.config.generation
@@ -417,7 +431,11 @@ class Generator:
     def _start_next(self, state: _Run) -> None:
         """Start candidate number state.next_index: in a worker with K > 1, else here and now."""
         index_no = state.next_index
-        label = self._choose_label(state.balance.counts(index_no), index_no)
+        counts = state.balance.counts(index_no)
+        label = self._choose_label(counts, index_no)
+        if label:
+            self._relabel_room[index_no] = {other for other in self.kind.label_set
+                                            if counts.get(other, 0) <= counts.get(label, 0)}
         self.on_event(CandidateStarted(index_no, label))
         if state.pool is None:
             work = self._produce(index_no, label, state.dedup)

@@ -19,43 +19,61 @@ def make_project(tmp_path, disagreement: str):
     return Project.open(project.root)
 
 
+class LeansBilling(FakeTeacher):
+    """Every other shipping input is labelled billing."""
+    answers = 0
+
+    def complete(self, prompt, params, on_token=None, cancel=None):
+        done = super().complete(prompt, params, on_token, cancel)
+        if done.text.strip() == "shipping":
+            self.answers += 1
+            if self.answers % 2:
+                done.text = " billing"
+        return done
+
+
+def kept_labels(project):
+    return Counter(records.answer_text(r) for r in project.synthetic() if r["status"] == "kept")
+
+
 def test_relabel_keeps_the_row_with_the_teachers_label(tmp_path):
     project = make_project(tmp_path, "relabel")
-    result = generate(project, 12, teacher=FakeTeacher(disagree_every=4))
+    assert generate(project, 12, teacher=FakeTeacher(disagree_every=4)).kept == 12
     rows = project.synthetic()
-    assert result.kept == 12 and result.rejected == 0 and len(rows) == 12
     relabelled = [r for r in rows if r["meta"].get("relabelled")]
     assert relabelled, "the fake teacher disagrees every 4th call"
     for row in relabelled:
+        assert row["status"] == "kept"
         assert records.answer_text(row) == row["meta"]["teacher_label"] != row["meta"]["intended_label"]
-    agreed = [r for r in rows if not r["meta"].get("relabelled")]
+    agreed = [r for r in rows if r["status"] == "kept" and not r["meta"].get("relabelled")]
     assert all(records.answer_text(r) == r["meta"]["intended_label"] for r in agreed)
 
 
-def test_relabel_balances_labels_through_the_next_candidates(tmp_path):
+def test_relabel_keeps_the_labels_balanced(tmp_path):
     """A relabelled row counts under the teacher's label, so the next candidates are written for the
-    other one: the kept rows stay balanced (the last relabel has no next candidate to make up for it)
-    although the intended labels are not."""
+    other one; a relabel into a label already ahead is rejected, so a teacher that leans to one label
+    cannot tilt the set."""
     project = make_project(tmp_path, "relabel")
-
-    class LeansBilling(FakeTeacher):
-        """Every other shipping input is labelled billing."""
-        answers = 0
-
-        def complete(self, prompt, params, on_token=None, cancel=None):
-            done = super().complete(prompt, params, on_token, cancel)
-            if done.text.strip() == "shipping":
-                self.answers += 1
-                if self.answers % 2:
-                    done.text = " billing"
-            return done
-
     generate(project, 16, teacher=LeansBilling())
     rows = project.synthetic()
-    kept = Counter(records.answer_text(r) for r in rows)
+    kept = kept_labels(project)
+    assert sum(kept.values()) == 16 and abs(kept["billing"] - kept["shipping"]) <= 1, kept
+    assert any(r["meta"].get("relabelled") for r in rows)
+    rejected = [r for r in rows if r["status"] == "rejected"]
+    assert rejected and all(r["reason"] == "label-disagree" and r["meta"]["teacher_label"] == "billing"
+                            for r in rejected)
     intended = Counter(r["meta"]["intended_label"] for r in rows)
-    assert abs(kept["billing"] - kept["shipping"]) <= 2, kept
     assert intended["shipping"] > intended["billing"], intended
+
+
+def test_relabel_needs_fewer_candidates_than_reject(tmp_path):
+    counts = {}
+    for mode in ("reject", "relabel"):
+        project = make_project(tmp_path / mode, mode)
+        generate(project, 16, teacher=LeansBilling())
+        assert sum(kept_labels(project).values()) == 16
+        counts[mode] = len(project.synthetic())
+    assert counts["relabel"] < counts["reject"], counts
 
 
 def test_reject_drops_a_disagreeing_candidate(tmp_path):
