@@ -128,6 +128,23 @@ def check_ready(project: Project, run: Optional[str] = None) -> None:
                              f"train one first: stillroom train {project.root}")
 
 
+def next_step(project: Project) -> str:
+    """What a plain `improve` would do next, in a sentence (raises StillroomError when it cannot start)."""
+    chain = unfinished_chain(project)
+    if chain is None:
+        check_ready(project)
+        finished = [r for r in list_runs(project) if r.status == "finished" and r.output_dir is not None]
+        extends = next((c for c in chain_dirs(project) if _last_run(c) == finished[-1].run_id), None)
+        if extends is not None:
+            return f"adds round {_done_rounds(extends) + 1} to the loop, from run {finished[-1].run_id}"
+        return f"starts a loop from run {finished[-1].run_id}"
+    n = _done_rounds(chain) + 1
+    state = read_json(chain / f"round-{n}" / "state.json") or {}
+    if state.get("awaiting_review"):
+        return f"retrains round {n}: its targeted rows (Review filter round:{n}) are waiting"
+    return f"resumes round {n} of the loop from run {chain.parent.name} at its {state.get('step', STEPS[0])} step"
+
+
 def _set_rounds(chain: Path, rounds: int) -> None:
     info = read_json(chain / "chain.json") or {}
     info["rounds"] = rounds

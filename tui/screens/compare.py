@@ -54,6 +54,7 @@ class CompareScreen(WorkbenchScreen):
     BINDINGS = [
         Binding("e", "evaluate", "Evaluate"),
         Binding("x", "stop", "Stop"),
+        Binding("i", "improve", "Improve"),
         *[Binding(key, f"filter('{name}')", KEY_NAMES[name], show=key != "a") for key, name in FILTER_KEYS],
         Binding("slash", "search", "Search", key_display="/"),
         Binding("enter", "open", "Answers"),
@@ -317,6 +318,10 @@ class CompareScreen(WorkbenchScreen):
     @property
     def running(self) -> bool:
         return self.evaluating
+
+    def action_improve(self) -> None:
+        from stillroom.tui.dialogs.improve import ImproveDialog
+        self.app.push_screen(ImproveDialog())
 
     def action_evaluate(self) -> None:
         if self.run_id is None:

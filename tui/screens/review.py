@@ -307,6 +307,12 @@ class ReviewScreen(WorkbenchScreen):
     def generation_ended(self, error: BaseException | None) -> None:
         self.save_soon()
 
+    def on_project_changed(self, what: str) -> None:
+        """Rows another job appended (the improve loop's targeted rows) join the table; edits stay."""
+        if what == "synthetic" and self.rs is not None:
+            if sum(self.rs.add(row) for row in self.project.synthetic()):
+                self.apply_filter(keep_index=True)
+
     def on_generation_event(self, event: ev.Event) -> None:
         if isinstance(event, (ev.ExampleAccepted, ev.ExampleRejected)):
             if self.rs is None:

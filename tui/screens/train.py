@@ -64,6 +64,7 @@ class TrainScreen(WorkbenchScreen):
         Binding("c", "compare", "Compare"),
         Binding("h", "chat", "Chat"),
         Binding("e", "export", "Export"),
+        Binding("i", "improve", "Improve"),
         Binding("t", "focus_settings", "Settings"),
         Binding("escape", "focus_runs", "Runs", show=False),
     ]
@@ -324,6 +325,8 @@ class TrainScreen(WorkbenchScreen):
             self.app.notify_project_changed("config", source=self)
 
     def on_project_changed(self, what: str) -> None:
+        if what == "runs" and not self.running:
+            self.refresh_runs()
         if what == "config" and not self.running:
             cfg = self.project.config.training
             self.query_one("#method", Select).value = cfg.method
@@ -413,6 +416,13 @@ class TrainScreen(WorkbenchScreen):
             return
         from stillroom.tui.dialogs.export import ExportDialog
         self.app.push_screen(ExportDialog(run.run_id))
+
+    def action_improve(self) -> None:
+        if self.running:
+            self.notify("Training is running; the improve loop trains on its own.", severity="warning")
+            return
+        from stillroom.tui.dialogs.improve import ImproveDialog
+        self.app.push_screen(ImproveDialog())
 
     def action_focus_settings(self) -> None:
         self.query_one("#method", Select).focus()
