@@ -155,6 +155,7 @@ def test_probe_never_holds_test_rows_or_training_rows(tmp_path):
 
 # ---------------------------------------------------------------- whole rounds
 
+@pytest.mark.slow          # trains the tiny student
 def test_review_stops_before_the_retrain_then_the_round_reports(project, monkeypatch):
     from stillroom.core.project import Project as ProjectClass
     readers = set()
@@ -166,6 +167,8 @@ def test_review_stops_before_the_retrain_then_the_round_reports(project, monkeyp
         return tests(self)
     monkeypatch.setattr(ProjectClass, "tests", recorded)
 
+    project.config.improve.retrain = "continue"
+    project.save_config()
     runs_before = [p.name for p in project.run_dirs()]
     seen = []
     result = improve(project, review=True, teacher=teacher(), on_event=seen.append)
@@ -191,6 +194,10 @@ def test_review_stops_before_the_retrain_then_the_round_reports(project, monkeyp
     assert report == round_reports(chain)[0]
     assert report["rows_added"] == report["rows_planned"] - 1
     assert report["from_run"] == runs_before[0] and report["run"] not in runs_before
+    # improve.retrain = "continue": the new run trained the starting run's adapter further
+    config = json.loads((project.runs_dir / report["run"] / "config.json").read_text())
+    assert config["start_adapter"] == str(project.runs_dir / runs_before[0] / "adapter")
+    assert report["retrain"] == "continue"
     assert report["probe"]["size"] == 8 and report["probe"]["disagreements_before"] == found.disagreements
     assert report["probe"]["disagreements_after"] is not None
     low, high = report["probe"]["disagree_before_ci"]
@@ -214,6 +221,7 @@ def test_review_stops_before_the_retrain_then_the_round_reports(project, monkeyp
     assert "gap closed" in text or report["test_after"]["gap_closed"]["value"] is None
 
 
+@pytest.mark.slow          # trains the tiny student
 def test_cancel_during_the_probe_then_resume_at_the_probe(project):
     cancel = threading.Event()
     accepted = []
@@ -236,6 +244,7 @@ def test_cancel_during_the_probe_then_resume_at_the_probe(project):
     assert [r["id"] for r in probe] == [records.synthetic_id(i) for i in range(len(probe))]
 
 
+@pytest.mark.slow          # trains the tiny student
 def test_a_killed_improve_job_resumes_at_the_step_it_was_in(project, monkeypatch):
     from stillroom.core.job_kinds import HOLD_IMPROVE, improve_job
     monkeypatch.setenv(HOLD_IMPROVE, "target:2")
