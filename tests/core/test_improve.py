@@ -294,3 +294,22 @@ def test_cli_needs_a_finished_run(tmp_path):
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"stillroom: error: {project.runs_dir}: no finished training run to improve")
+
+
+def test_round_report_text_shows_every_field():
+    from stillroom.tui.commands.improve import report_text
+    gap = {"value": 0.5, "ci_low": 0.25, "ci_high": 0.75}
+    report = {"round": 2, "run": "run-b", "retrain": "fresh", "rows_added": 11, "rows_planned": 12,
+              "review_filter": "round:2",
+              "probe": {"size": 40, "disagree_before": 0.25, "disagree_before_ci": [0.14, 0.4],
+                        "disagree_after": 0.1, "disagree_after_ci": [0.04, 0.23]},
+              "test_before": {"metric": "accuracy", "tuned": 0.7, "tuned_ci": [0.6, 0.8], "gap_closed": gap},
+              "test_after": {"metric": "accuracy", "tuned": 0.75, "tuned_ci": [0.66, 0.84],
+                             "gap_closed": {"value": 0.6, "ci_low": None}},
+              "groups": [{"key": "negative->positive", "size": 7}, {"key": "positive->negative", "size": 3}]}
+    assert report_text(report).splitlines() == [
+        "round 2 → run run-b (fresh retrain)",
+        "  rows added        11 (of 12 planned; Review filter 'round:2')",
+        "  probe disagreement 25% [14%, 40%] → 10% [4%, 23%] of 40",
+        "  test accuracy     0.700 [0.600, 0.800], gap closed 50% [25%, 75%] → 0.750 [0.660, 0.840], gap closed 60%",
+        "  largest groups    negative->positive 7, positive->negative 3"]
