@@ -270,3 +270,74 @@ def test_training_with_logits_logs_both_parts_and_counts_the_fallback(tmp_path, 
     TopKWriter(project, tokenizer_vocabulary(build_tokenizer(vocab_size=300)))
     with pytest.raises(ModelError, match="do not share a tokenizer"):
         train(Project.open(project.root), overrides={"max_steps": 2})
+
+
+# ---------------------------------------------------------------- generation keeps the targets
+
+def _topk_teacher(tokenizer):
+    from fakes import FakeChatTeacher
+
+    class TopKTeacher(FakeChatTeacher):
+        """The fake chat teacher, giving every answer token 0.9 and its next id the rest."""
+        asked: list = []
+
+        def vocabulary(self):
+            return tokenizer_vocabulary(tokenizer)
+
+        def answer_top_logprobs(self, context, answer, k):
+            self.asked.append((context, answer))
+            ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+            return TopK(ids, [[t, t + 1][:k] for t in ids], [[math.log(0.9), math.log(0.1)][:k] for _ in ids])
+    return TopKTeacher()
+
+
+def _qa_project(tmp_path, student):
+    from stillroom.core import records
+    from stillroom.core.project import Project
+    project = Project.create(tmp_path / "proj", "qa")
+    project.config.student.model = str(student)
+    project.config.generation.teacher_logprobs = 2
+    project.config.evaluation.test_fraction = 0.0
+    project.save_config()
+    project.save_seeds([records.make_row(f"seed question number {i} about parcels", f"answer {i}")
+                        for i in range(6)])
+    return Project.open(project.root)
+
+
+def test_generation_keeps_the_teachers_top_k_for_every_kept_answer(tmp_path, tiny):
+    from transformers import AutoTokenizer
+
+    from stillroom.core import records
+    from stillroom.core.events import Status
+    from stillroom.core.generate import generate
+    from stillroom.core.teacher_topk import read_records, read_teacher_vocabulary
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny))
+    project = _qa_project(tmp_path, tiny)
+    teacher = _topk_teacher(tokenizer)
+    seen = []
+    generate(project, 3, teacher=teacher, on_event=seen.append)
+    kept = project.kept_rows()
+    stored = read_records(project)
+    assert len(kept) == 3 and {r["id"] for r in kept} <= set(stored)
+    for row in kept:
+        topk = decode(stored[row["id"]])
+        assert tokenizer.decode(topk.tokens) == records.answer_text(row)
+        assert topk.ids == [[t, t + 1] for t in topk.tokens]
+    # The teacher scored exactly the answers it gave, after the prompt it was asked with.
+    assert [answer for _, answer in teacher.asked] == [records.answer_text(r) for r in kept]
+    assert all(isinstance(context, list) and context[-1]["role"] == "user" for context, _ in teacher.asked)
+    assert read_teacher_vocabulary(project).digest == tokenizer_vocabulary(tokenizer).digest
+    assert any("shared tokenizer" in e.message for e in seen if isinstance(e, Status))
+
+
+def test_teacher_logprobs_need_a_teacher_that_gives_them_and_a_shared_tokenizer(tmp_path, tiny):
+    from fakes import FakeChatTeacher
+    from tiny import build_tokenizer
+
+    from stillroom.core.errors import ConfigError
+    from stillroom.core.generate import generate
+    project = _qa_project(tmp_path, tiny)
+    with pytest.raises(ConfigError, match="generation.teacher_logprobs = 2 needs a llama.cpp teacher"):
+        generate(project, 1, teacher=FakeChatTeacher())
+    with pytest.raises(ModelError, match="do not share a tokenizer"):
+        generate(project, 1, teacher=_topk_teacher(build_tokenizer(vocab_size=300)))
