@@ -106,8 +106,8 @@ class GenerationConfig:
                                 "label (relabel; meta.intended_label keeps the other; the next candidates' "
                                 "labels, and rejecting a relabel into a label already ahead, keep the set "
                                 "balanced). reject by default: on SST-2 with the bundled teacher, whose "
-                                "disagreements all ran one way, relabel kept 54% of candidates against 56%, "
-                                "and relabelled rows are the ones the teacher is least sure of.",
+                                "disagreements all ran one way, balanced relabel kept as many candidates "
+                                "(24 of 43) and relabelled rows are the ones the teacher is least sure of.",
                                 choices=("reject", "relabel"))
     teacher_logprobs: int = setting(0, "Keep the teacher's k most likely tokens and their log-probabilities "
                                     "for each answer token (data/teacher_topk.jsonl), for training.objective "
