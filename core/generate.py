@@ -176,6 +176,7 @@ class Generator:
         """Write, check and answer candidate number `index_no`; returns the row (kept or rejected)."""
         gen = self.config.generation
         task = self.config.task
+        room = self._relabel_room.pop(index_no, None)
         rng = random.Random(f"{gen.seed}:{index_no}")
         group = index_no // gen.shot_group
         # Labels take turns, so a label's next shot_group candidates span that many times more indices.
@@ -218,7 +219,7 @@ class Generator:
             meta["teacher_label"] = answer
             meta["labelled_by"] = "calibrated-scoring"
             reason = "label-disagree" if self._rejects_disagreement() and label and answer != label else None
-            reason = self._unbalancing(index_no, label, answer, reason)
+            reason = self._unbalancing(room, label, answer, reason)
             return self._finish(row, text, self._relabelled(meta, label, answer, reason), reason)
 
         request = self.prompter.answer(self._answer_shots(group), text, task.system_prompt)
@@ -229,7 +230,7 @@ class Generator:
         reason, answer, notes = self.kind.check_teacher_answer(answered.text, answered.finish_reason, label,
                                                                self._rejects_disagreement())
         meta.update(notes)
-        reason = self._unbalancing(index_no, label, answer, reason)
+        reason = self._unbalancing(room, label, answer, reason)
         if reason is None and self.kind.label_set:
             self._keep_label_distribution(row, request, answered)
         answer = self._relabelled(meta, label, answer, reason)
@@ -254,12 +255,13 @@ class Generator:
             row["scores"]["label_probs"] = probs
             row["meta"]["label_probs_from"] = source
 
-    def _unbalancing(self, index_no: int, intended: Optional[str], answer: str, reason: Optional[str]
+    @staticmethod
+    def _unbalancing(room: Optional[set], intended: Optional[str], answer: str, reason: Optional[str]
                      ) -> Optional[str]:
         """relabel: a disagreeing candidate is kept only under a label the set needs as much as the one
         it was written for (tied for fewest when its label was chosen); under a label already ahead
-        it is rejected, or a teacher that leans to one label would tilt the whole set towards it."""
-        room = self._relabel_room.pop(index_no, None)
+        it is rejected, or a teacher that leans to one label would tilt the whole set towards it.
+        `room`: those labels (None: no limit)."""
         if reason is None and intended and answer and answer != intended and room is not None \
                 and answer not in room:
             return "label-disagree"
