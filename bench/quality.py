@@ -52,6 +52,9 @@ def parse_args(argv=None):
     parser.add_argument("--max-steps", type=int, default=0,
                         help="training steps per run; 0 = the project's default (training.epochs)")
     parser.add_argument("--limit", type=int, default=0, help="evaluate the first N test rows; 0 = all")
+    parser.add_argument("--teacher-threads", type=int, default=0,
+                        help="teacher.n_threads for the projects (default: the project's, 0 = all cores); 1 "
+                             "keeps llama.cpp from spinning on a machine that others are busy on")
     parser.add_argument("--work", type=Path, default=None,
                         help="work folder (kept; reuse it to resume); default: a new temporary folder")
     parser.add_argument("--json", type=Path, default=None, help="where the JSON goes (default <work>/quality.json)")
@@ -72,7 +75,7 @@ def check_objectives(objectives: list[str]) -> None:
 
 # ---------------------------------------------------------------- projects
 
-def open_or_create(name: str, root: Path, objectives: list[str]):
+def open_or_create(name: str, root: Path, objectives: list[str], threads: int = 0):
     from stillroom.core.importing import create_from
     from stillroom.core.project import Project
     if (root / "stillroom.toml").exists():
@@ -89,6 +92,9 @@ def open_or_create(name: str, root: Path, objectives: list[str]):
         task = project.config.task
         task.description, task.input_name, task.output_name = (spec["description"], spec["input_name"],
                                                                spec["output_name"])
+        project.save_config()
+    if threads and project.config.teacher.n_threads != threads:
+        project.config.teacher.n_threads = threads
         project.save_config()
     if "logits" in objectives and hasattr(project.config.generation, "teacher_logprobs"):
         if not project.config.generation.teacher_logprobs:
@@ -148,7 +154,7 @@ def run_dataset(name: str, root: Path, args, objectives: list[str]) -> dict:
     from stillroom.core.evaluate import evaluate
     from stillroom.core.generate import generate
     from stillroom.core.train import train
-    project = open_or_create(name, root, objectives)
+    project = open_or_create(name, root, objectives, args.teacher_threads)
     print(f"{name}: {len(project.seeds())} seeds, {len(project.tests())} test rows, labels "
           f"{', '.join(project.config.task.labels)}", flush=True)
     teacher = load_teacher(project)
