@@ -20,10 +20,20 @@ team belongs to the thread that calls it, and a process whose llama.cpp work had
 
     python bench/generate.py [--rows 32] [--k 8] [--threads N] [--cpu-repack auto|on|off]
     python bench/generate.py --repack-compare      # llama.cpp weight repacking: on against off
+    python bench/generate.py --logprobs-compare 8  # the cost of keeping the teacher's top-8 per answer token
 
 --cpu-repack is the load setting of every side (teacher.cpu_repack: extra CPU buffer types with
 repacked weights). --repack-compare records the K=1 pipeline's requests once, then replays them through
 the plain loop with repacking on and off, alternating, twice each.
+
+--logprobs-compare K measures what generation.teacher_logprobs = K costs, with the bundled SmolLM2 as
+the teacher (the one that shares the bundled student's tokenizer): it answers the demo's held-out
+inputs with generation's answer prompt, greedily, with and without the teacher-forced top-k pass that
+follows each kept answer (Stillroom's way: a second context with logits_all scores the answer); and, for
+reference, llama-cpp-python's own logprobs (logits_all on the generating context, top-K per generated
+token) against none, over the same requests. Each side twice, interleaved. Answers only: writing new
+inputs, which the pass does not touch, is most of a real run's teacher time, so this is the upper bound
+of the cost. Ends with: RATIOS logprobs: answers=<answers/s with the pass / without> logits_all=...
 
 --threads sets llama.cpp's CPU threads for both sides (default: all cores). On a machine shared with
 other work, 1 thread avoids llama.cpp's spinning thread barriers stalling on a busy core.
@@ -59,6 +69,10 @@ class Recording:
     def complete(self, prompt, params, on_token=None, cancel=None):
         self.calls.append((prompt, params))
         return self.inner.complete(prompt, params, on_token=on_token, cancel=cancel)
+
+    def chat(self, messages, params, on_token=None, cancel=None):
+        self.calls.append((list(messages), params))
+        return self.inner.chat(messages, params, on_token=on_token, cancel=cancel)
 
 
 def make_project(folder: Path, k: int, rows_cfg: dict):
@@ -138,6 +152,100 @@ def run_plain(model_path, calls):
     return dict(seconds=t.seconds, tokens=tokens, tps=tokens / t.seconds)
 
 
+def answer_requests(folder, rows):
+    """The chat requests with which generation asks the SmolLM2 teacher to answer the demo's held-out
+    inputs (the answer prompt of a shot group), and the settings it asks with."""
+    from stillroom.core import records
+    from stillroom.core.backends.base import SamplingParams
+    from stillroom.core.project import Project
+    from stillroom.core.prompts import Prompter
+    project = Project.create(folder, demo=True)
+    prompter = Prompter(project.config.task, "chat")
+    shots = project.seeds()[:6]
+    inputs = [records.user_text(r) for r in project.tests() + project.seeds()[6:]][:rows]
+    params = SamplingParams(temperature=0.0, max_tokens=SETTINGS["max_output_tokens"])
+    return [(list(prompter.answer(shots, text, project.config.task.system_prompt).messages), params)
+            for text in inputs]
+
+
+def run_topk_answers(folder, rows, topk):
+    """The SmolLM2 teacher answers the requests; with `topk`, each answer then gets its teacher-forced
+    top-k (LlamaCppModel.answer_top_logprobs, what generation.teacher_logprobs runs per kept answer)."""
+    from stillroom.core.backends.llamacpp import LlamaCppModel
+    from stillroom.core.models import bundled_path
+    calls = answer_requests(folder, rows)
+    teacher = LlamaCppModel(bundled_path("smollm2-135m-instruct"), name="smollm2", parallel=1,
+                            n_threads=THREADS, cpu_repack=CPU_REPACK)
+    teacher.chat([{"role": "user", "content": "warm up"}], calls[0][1])
+    if topk:   # open the logits_all context before the clock, as the model itself is loaded
+        teacher.answer_top_logprobs([{"role": "user", "content": "warm up"}], "ok", topk)
+    tokens = 0
+    with Timer() as t:
+        for messages, params in calls:
+            answer = teacher.chat(messages, params)
+            tokens += answer.completion_tokens
+            if topk and answer.text:
+                teacher.answer_top_logprobs(messages, answer.text, topk)
+    teacher.close()
+    return dict(seconds=t.seconds, tokens=tokens, tps=tokens / t.seconds, rows=len(calls),
+                rows_per_s=len(calls) / t.seconds, calls=calls)
+
+
+def run_plain_chat(calls, logprobs: int):
+    """llama-cpp-python alone over the pipeline's chat requests; with `logprobs`, loaded with logits_all
+    and asked for the top-`logprobs` of every generated token."""
+    from stillroom.core.backends.llamacpp_load import open_gguf
+    from stillroom.core.models import bundled_path
+    llm = open_gguf(bundled_path("smollm2-135m-instruct"), cpu_repack=CPU_REPACK, n_ctx=2048,
+                    n_threads=THREADS or os.cpu_count(), seed=0, verbose=False, logits_all=bool(logprobs))
+    llm.create_chat_completion(messages=[{"role": "user", "content": "warm up"}], max_tokens=1)
+    extra = {"logprobs": True, "top_logprobs": logprobs} if logprobs else {}
+    tokens = 0
+    with Timer() as t:
+        for messages, p in calls:
+            out = llm.create_chat_completion(messages=messages, max_tokens=p.max_tokens,
+                                             temperature=p.temperature, top_p=p.top_p,
+                                             stop=list(p.stop) or None, seed=p.seed,
+                                             **({"top_k": 1} if p.temperature <= 0 else {}), **extra)
+            tokens += out["usage"]["completion_tokens"]
+    llm.close()
+    return dict(seconds=t.seconds, tokens=tokens, tps=tokens / t.seconds)
+
+
+def compare_logprobs(tmp: Path, rows: int, topk: int) -> None:
+    calls = str(tmp / "chat-calls.json")
+
+    def answers(name, k, *extra):
+        return run_side(tmp, name, "topk", "--topk", str(k), "--rows", str(rows), "--folder", str(tmp / name),
+                        *extra)
+
+    def plain(name, k):
+        return run_side(tmp, name, "plain-chat", "--topk", str(k), "--calls", calls)
+
+    runs = {"off": [], "on": [], "plain_off": [], "plain_on": []}
+    for round_ in range(2):
+        for name in (("off", "on") if round_ == 0 else ("on", "off")):
+            k = topk if name == "on" else 0
+            record = ["--calls", calls] if (round_, name) == (0, "off") else []
+            result = answers(f"answers-{name}-{round_}", k, *record)
+            runs[name].append(result)
+            print(f"answers, teacher_logprobs={k}: {result['rows']} answers, {result['tokens']} tok in "
+                  f"{result['seconds']:.1f} s = {result['tps']:.1f} tok/s, {result['rows_per_s']:.3f} answers/s",
+                  flush=True)
+        for name in (("plain_off", "plain_on") if round_ == 0 else ("plain_on", "plain_off")):
+            k = topk if name == "plain_on" else 0
+            result = plain(f"{name}-{round_}", k)
+            runs[name].append(result)
+            print(f"plain llama-cpp chat, {'logits_all + top-' + str(k) if k else 'no logprobs'}: "
+                  f"{result['tokens']} tok in {result['seconds']:.1f} s = {result['tps']:.1f} tok/s", flush=True)
+
+    def mean(name, key):
+        return sum(r[key] for r in runs[name]) / len(runs[name])
+    ratios("logprobs", answers=mean("on", "rows_per_s") / mean("off", "rows_per_s"),
+           logits_all=mean("plain_on", "tps") / mean("plain_off", "tps"),
+           off_answers_per_s=mean("off", "rows_per_s"), on_answers_per_s=mean("on", "rows_per_s"))
+
+
 def side(args) -> None:
     """One measured side, in this (fresh) process; its figures go to --out as JSON."""
     from stillroom.core.backends.base import SamplingParams
@@ -145,6 +253,19 @@ def side(args) -> None:
     from stillroom.core.models import bundled_path
     model_path = bundled_path("gemma-3-270m")
     _silence_llama_log()     # llama.cpp's own notices (the SWA cache) would interleave with the figures
+    if args.side == "topk":
+        result = run_topk_answers(Path(args.folder), args.rows, args.topk)
+        calls = result.pop("calls")
+        if args.calls:
+            Path(args.calls).write_text(json.dumps([(m, dataclasses.asdict(p)) for m, p in calls]))
+        Path(args.out).write_text(json.dumps(result))
+        return
+    if args.side == "plain-chat":
+        from stillroom.core.backends.base import SamplingParams
+        calls = [(messages, SamplingParams(**{**p, "stop": tuple(p["stop"])}))
+                 for messages, p in json.loads(Path(args.calls).read_text())]
+        Path(args.out).write_text(json.dumps(run_plain_chat(calls, args.topk)))
+        return
     if args.side == "plain":
         calls = [(prompt, SamplingParams(**{**p, "stop": tuple(p["stop"])}))
                  for prompt, p in json.loads(Path(args.calls).read_text())]
@@ -176,7 +297,10 @@ def main() -> None:
                         help="llama.cpp weight repacking for every side (teacher.cpu_repack)")
     parser.add_argument("--repack-compare", action="store_true",
                         help="only compare the plain loop with weight repacking on and off")
-    parser.add_argument("--side", choices=["pipeline", "plain"], help=argparse.SUPPRESS)
+    parser.add_argument("--logprobs-compare", type=int, metavar="K", default=0,
+                        help="only measure generation.teacher_logprobs = K against 0 (SmolLM2 teacher)")
+    parser.add_argument("--side", choices=["pipeline", "plain", "topk", "plain-chat"], help=argparse.SUPPRESS)
+    parser.add_argument("--topk", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--calls", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
@@ -186,6 +310,11 @@ def main() -> None:
     THREADS, CPU_REPACK = args.threads, args.cpu_repack
     if args.side:
         side(args)
+        return
+    if args.logprobs_compare:
+        print(f"machine: {machine()}; model: SmolLM2-135M-Instruct Q4_1; rows: {args.rows}; "
+              f"threads: {THREADS or os.cpu_count()}; top-{args.logprobs_compare}", flush=True)
+        compare_logprobs(Path(tempfile.mkdtemp(prefix="stillroom-bench-")), args.rows, args.logprobs_compare)
         return
     from stillroom.core.backends.llamacpp_load import repack_enabled
     from stillroom.core.models import bundled_path
