@@ -251,6 +251,9 @@ def compute_loss(trainer, model, inputs: dict, return_outputs: bool, num_items_i
     logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
     steps = getattr(trainer, "current_gradient_accumulation_steps", 1) if model.training else 1
     trainer.loss_is_scaled_for_ga = True
+    if num_items_in_batch is not None and getattr(trainer.args, "average_tokens_across_devices", False):
+        # The count is over every process's tokens and DDP averages the gradients: as Trainer does.
+        num_items_in_batch = num_items_in_batch / trainer.accelerator.num_processes
     loss = soft_label_loss(logits, labels, soft, keep=inputs.get("logits_to_keep"), weight=cfg.distill_weight,
                            temperature=cfg.distill_temperature, num_items_in_batch=num_items_in_batch,
                            accumulation_steps=steps or 1)
