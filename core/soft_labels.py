@@ -130,6 +130,9 @@ class SoftLabelCollator:
         for r, i in enumerate(scored):
             f = features[i]
             at = f["branch_at"]
+            # the tree's branches are the other labels, in order: label n's place among them
+            slot = {n: s for s, n in enumerate(n for n in range(len(f["label_branches"]))
+                                               if n != f["answer_branch"])}
             for n, (branch, is_scored) in enumerate(zip(f["label_branches"], f["branch_scored"])):
                 for k, (token, keep) in enumerate(zip(branch, is_scored)):
                     if not keep:
@@ -137,7 +140,7 @@ class SoftLabelCollator:
                     if k == 0 or n == f["answer_branch"]:
                         where = places[i]["row"][at + k - 1]
                     elif self.tree:
-                        where = places[i]["branches"][len([m for m in range(n) if m != f["answer_branch"]])][k - 1]
+                        where = places[i]["branches"][slot[n]][k - 1]
                     else:
                         where = places[expanded[(i, n)]]["row"][at + k - 1]
                     index.append(where)
@@ -155,7 +158,7 @@ class SoftLabelCollator:
         return batch
 
     def _collate(self, plain: list[dict]) -> dict:
-        rows = [{k: v for k, v in p.items() if k != "of"} for p in plain]
+        rows = _layout_rows(plain)
         c = self.collator
         if c.mode != "pack":
             return c([{k: r[k] for k in ("input_ids", "labels")} for r in rows])
@@ -173,8 +176,12 @@ class SoftLabelCollator:
                     for b, p in enumerate(plain)]
         from .packing import packed_places
         c = self.collator
-        return packed_places([{k: v for k, v in p.items() if k != "of"} for p in plain],
-                             share_prefix=c.share_prefix, max_row_length=c.max_row_length)
+        return packed_places(_layout_rows(plain), share_prefix=c.share_prefix, max_row_length=c.max_row_length)
+
+
+def _layout_rows(plain: list[dict]) -> list[dict]:
+    """The rows as pack() takes them (without the note of which row a label's own row stands for)."""
+    return [{k: v for k, v in p.items() if k != "of"} for p in plain]
 
 
 # ---------------------------------------------------------------- the loss
