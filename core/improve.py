@@ -347,6 +347,10 @@ class Round:
         from .evaluate import run_weights
         from .train import train
         self.state.pop("awaiting_review", None)
+        if not self.state.get("plan"):
+            self.state["run"] = self.state["from_run"]       # nothing was targeted: nothing to retrain
+            self._save()
+            return
         self._save()
         resume = self.state.get("train_run")
         if resume:
@@ -377,6 +381,10 @@ class Round:
         self._save()
 
     def _recheck(self) -> None:
+        if self.state["run"] == self.state["from_run"]:
+            self.state["disagree_after"] = self.state.get("disagree_before")
+            self._save()
+            return
         answers = records_of(self.answers_path)
         by_id = {r["id"]: r for r in self._probe_rows()}
         rows = [by_id[a["id"]] for a in answers]
@@ -387,7 +395,10 @@ class Round:
 
     def _evaluate(self) -> None:
         from .evaluate import evaluate
-        evaluate(self.project, self.state["run"], on_event=self.on_event, cancel=self.cancel, teacher=self.teacher())
+        if not (self.state["run"] == self.state["from_run"]
+                and (self.project.run_dir(self.state["run"]) / "eval" / "metrics.json").exists()):
+            evaluate(self.project, self.state["run"], on_event=self.on_event, cancel=self.cancel,
+                     teacher=self.teacher())
         report = self.report()
         atomic_write_text(self.dir / "report.json", json.dumps(report, indent=1, ensure_ascii=False) + "\n")
         self.on_event(RoundReport(report))

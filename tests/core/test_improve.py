@@ -313,3 +313,15 @@ def test_round_report_text_shows_every_field():
         "  probe disagreement 25% [14%, 40%] → 10% [4%, 23%] of 40",
         "  test accuracy     0.700 [0.600, 0.800], gap closed 50% [25%, 75%] → 0.750 [0.660, 0.840], gap closed 60%",
         "  largest groups    negative->positive 7, positive->negative 3"]
+
+
+@pytest.mark.slow          # trains the tiny student
+def test_a_student_that_agrees_everywhere_ends_the_round_without_a_retrain(project, monkeypatch):
+    import stillroom.core.improve as improve_module
+    monkeypatch.setattr(improve_module, "student_answers",
+                        lambda project, run_id, rows, **_: [records.answer_text(r) for r in rows])
+    runs_before = [p.name for p in project.run_dirs()]
+    [report] = improve(project, teacher=teacher()).rounds
+    assert [p.name for p in project.run_dirs()] == runs_before
+    assert report["run"] == report["from_run"] == runs_before[0]
+    assert report["rows_added"] == 0 and report["probe"]["disagreements_before"] == 0 and report["groups"] == []
