@@ -261,7 +261,6 @@ def side(args) -> None:
         Path(args.out).write_text(json.dumps(result))
         return
     if args.side == "plain-chat":
-        from stillroom.core.backends.base import SamplingParams
         calls = [(messages, SamplingParams(**{**p, "stop": tuple(p["stop"])}))
                  for messages, p in json.loads(Path(args.calls).read_text())]
         Path(args.out).write_text(json.dumps(run_plain_chat(calls, args.topk)))
