@@ -225,7 +225,8 @@ class Round:
             self.state = {"round": number, "step": STEPS[0], "from_run": self._from_run(),
                           "probe_size": probe or project.config.improve.probe,
                           "rows": project.config.improve.rows, "retrain": project.config.improve.retrain,
-                          "probe_seed": project.config.generation.seed * 1000 + 100 + number}
+                          # A seed of the probe's own, new for every probe ever written in the project.
+                          "probe_seed": project.config.generation.seed * 1000 + 101 + len(all_probe_paths(project))}
             self._save()
 
     @property
