@@ -1,8 +1,10 @@
-"""A scripted teacher for engine tests where the model is not the point."""
+"""Scripted teachers (and a fake OpenAI-compatible server) for engine tests where the model is not the point."""
 from __future__ import annotations
 
 import itertools
+import json
 import random
+from http.server import BaseHTTPRequestHandler
 
 from stillroom.core.backends.base import Completion, SamplingParams
 
@@ -164,3 +166,22 @@ def teacher_crashing_at_once(project):
     if os.environ.get("STILLROOM_TEST_NO_CRASH"):
         return FakeTeacher(labels=project.config.task.labels)
     return CrashingTeacher(project.config.task.labels, crash_at=0)
+
+
+class FakeOpenAIServer(BaseHTTPRequestHandler):
+    """The part of an OpenAI-compatible server every fake shares: a quiet log and a model list with one
+    model, "m". Subclasses answer POST (chat and completions) as their test needs."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.send_json({"object": "list", "data": [{"id": "m", "object": "model"}]})
+
+    def send_json(self, payload: dict, status: int = 200) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)

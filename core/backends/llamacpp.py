@@ -188,13 +188,7 @@ class LlamaCppModel:
         self._check_context(len(prompt), SamplingParams(max_tokens=len(answer_ids)))
         with self._score_lock:
             llm = self._forced_llm()
-            cached = llm.input_ids[:llm.n_tokens].tolist()
-            keep = 0
-            limit = min(len(cached), len(tokens) - 1)     # always evaluate at least one token
-            while keep < limit and cached[keep] == tokens[keep]:
-                keep += 1
-            llm.n_tokens = keep
-            llm.eval(tokens[keep:])
+            self._eval_reusing_cache(llm, tokens)
             # Row i holds the logits after token i: rows len(prompt)-1 .. end-1 predict the answer.
             logits = np.asarray(llm.scores[len(prompt) - 1:len(tokens) - 1], dtype=np.float32)
         shifted = logits - logits.max(axis=1, keepdims=True)
@@ -220,9 +214,8 @@ class LlamaCppModel:
         return llama_vocabulary(self.llm)
 
     @staticmethod
-    def _logits_after(llm, tokens: list[int]):
-        """Last-position logits for `tokens`, evaluating only what differs from the cached tokens."""
-        import numpy as np
+    def _eval_reusing_cache(llm, tokens: list[int]) -> None:
+        """Evaluate `tokens`, keeping the cached positions they share with what was evaluated before."""
         cached = llm.input_ids[:llm.n_tokens].tolist()
         keep = 0
         limit = min(len(cached), len(tokens) - 1)   # always evaluate at least one token
@@ -230,6 +223,12 @@ class LlamaCppModel:
             keep += 1
         llm.n_tokens = keep
         llm.eval(tokens[keep:])
+
+    @staticmethod
+    def _logits_after(llm, tokens: list[int]):
+        """Last-position logits for `tokens`, evaluating only what differs from the cached tokens."""
+        import numpy as np
+        LlamaCppModel._eval_reusing_cache(llm, tokens)
         return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()
 
     def count_tokens(self, text: str) -> int:

@@ -5,17 +5,18 @@ import json
 import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
+from fakes import FakeOpenAIServer
 from stillroom.core.backends.base import SamplingParams, concurrency_limit, concurrency_note
 from stillroom.core.config import TeacherConfig
 from stillroom.core.errors import ModelError
 from stillroom.core.models import resolve
 
 
-class Interrupting(BaseHTTPRequestHandler):
+class Interrupting(FakeOpenAIServer):
     """Streams a few pieces slowly; a newer request ends an older stream with [DONE] and no finish
     reason. `always_cut` cuts every stream after its first piece."""
     lock = threading.Lock()
@@ -23,17 +24,6 @@ class Interrupting(BaseHTTPRequestHandler):
     served = 0
     cut = 0
     always_cut = False
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        body = json.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def do_POST(self):
         request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))

@@ -1,31 +1,21 @@
 """Retries, backoff, Retry-After and timeouts of the openai backend, against a scripted HTTP server."""
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
+from fakes import FakeOpenAIServer
 from stillroom.core.backends.base import SamplingParams
 from stillroom.core.config import TeacherConfig
 from stillroom.core.errors import ModelError
 from stillroom.core.models import resolve
 
 
-class Script(BaseHTTPRequestHandler):
+class Script(FakeOpenAIServer):
     plan: list = []          # per POST: 429, 503, "hang" or "ok"
     seen: list = []
     release = threading.Event()   # a "hang" answers nothing until the test is over
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        body = json.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
