@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -168,9 +169,9 @@ class HFModel:
             adapter_off = (self.model.disable_adapter() if not self.adapter_enabled
                            and hasattr(self.model, "disable_adapter") else contextlib.nullcontext())
             with torch.inference_mode(), adapter_off:
-                head = self.model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True)
-                first = torch.log_softmax(head.logits[0, -1].float(), dim=-1)
-                cache = head.past_key_values
+                cache = self._prompt_cache(prompt_ids)
+                first = torch.log_softmax(cache.last_logits[0, -1].float(), dim=-1)
+                cache = cache.past
                 cache.batch_repeat_interleave(n)
                 ids = torch.tensor([c + [tok.pad_token_id] * (width - len(c)) for c in conts], device=device)
                 mask = torch.tensor([[1] * (len(prompt_ids) + len(c)) + [0] * (width - len(c)) for c in conts],
@@ -184,6 +185,31 @@ class HFModel:
                 total += float(rest[row, pos - 1, cont[pos]])
             scores.append(total)
         return scores
+
+    def _prompt_cache(self, prompt_ids: list[int]):
+        """The prompt's KV cache and last logits, for the caller to own. Evaluation scores every test row
+        after the same few-shot prompt, so the cache of the prompt before is kept and only the part
+        that differs runs again (the shared prefix is most of the prompt)."""
+        import copy
+
+        import torch
+        kept = getattr(self, "_kept_prompt", None)
+        common = 0
+        if kept is not None and kept.adapter == self.adapter_enabled:
+            limit = min(len(kept.ids), len(prompt_ids) - 1)        # run at least one token
+            while common < limit and kept.ids[common] == prompt_ids[common]:
+                common += 1
+        if common:
+            past = copy.deepcopy(kept.past)
+            if common < len(kept.ids):
+                past.crop(common - len(kept.ids))        # a negative count drops that many from the end
+            out = self.model(input_ids=torch.tensor([prompt_ids[common:]], device=self.device),
+                             use_cache=True, **{_cache_arg(self.model): past})
+        else:
+            out = self.model(input_ids=torch.tensor([prompt_ids], device=self.device), use_cache=True)
+        self._kept_prompt = _PromptCache(list(prompt_ids), copy.deepcopy(out.past_key_values), None,
+                                         self.adapter_enabled)
+        return _PromptCache(list(prompt_ids), out.past_key_values, out.logits, self.adapter_enabled)
 
     # ------------------------------------------------------------------ decoding
     def _stop_ids(self) -> list[int]:
@@ -273,6 +299,14 @@ class HFModel:
                                       completion_tokens=len(ids), seconds=seconds,
                                       first_token_seconds=timing.first))
         return results
+
+
+@dataclass
+class _PromptCache:
+    ids: list
+    past: object                 # the model's KV cache after `ids`
+    last_logits: object          # logits of the run that built it (None for the kept copy)
+    adapter: bool                # whether the adapter was on: a cache belongs to one set of weights
 
 
 def _cache_arg(model) -> str:

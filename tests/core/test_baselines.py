@@ -163,7 +163,10 @@ def test_hf_scores_match_a_full_forward_pass_and_the_adapter_can_be_off(project)
     base, tuned = load_students(project, run_weights(project))
     prompt = tuned.render_chat([{"role": "user", "content": "Where is my parcel?"}])
     labels = ["billing<|im_end|>", "shipping<|im_end|>", "technical"]
-    for model in (base, tuned):
+    # The second prompt shares most of the first: its scores reuse the kept prompt cache, and must
+    # still be those of a full forward pass.
+    later = tuned.render_chat([{"role": "user", "content": "Where is my refund, please?"}])
+    for model, prompt in [(base, prompt), (tuned, prompt), (base, later), (tuned, later), (tuned, prompt)]:
         scores = model.score_continuations(prompt, labels)
         tok = model.tokenizer
         with torch.inference_mode(), (model.model.disable_adapter() if model is base else torch.no_grad()):
@@ -173,7 +176,7 @@ def test_hf_scores_match_a_full_forward_pass_and_the_adapter_can_be_off(project)
                 logp = torch.log_softmax(model.model(input_ids=torch.tensor([p + c])).logits[0].float(), -1)
                 assert score == pytest.approx(sum(float(logp[len(p) - 1 + i, t]) for i, t in enumerate(c)),
                                               abs=1e-4)
-    assert base.score_continuations(prompt, labels) != tuned.score_continuations(prompt, labels)
+    assert base.score_continuations(later, labels) != tuned.score_continuations(later, labels)
 
 
 def test_decoding_stops_at_a_complete_label():
