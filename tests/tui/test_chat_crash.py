@@ -3,7 +3,7 @@ column fails with a dialog naming the signal, the student still answers, and the
 new teacher process."""
 import pytest
 
-from workbench import wait_for
+from workbench import open_screen, wait_for
 from stillroom.tui.app import make_app
 
 
@@ -21,8 +21,7 @@ async def send(pilot, screen, text):
 async def test_a_teacher_crash_fails_its_column_only(project_with_run, monkeypatch):
     app = make_app(project_with_run.root, teacher_factory="fakes:teacher_crashing_at_once")
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("6")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "ChatScreen")
+        await open_screen(pilot, app, "6", "ChatScreen")
         screen = app.screen
         teacher, tuned = screen.query_one("#col-teacher"), screen.query_one("#col-tuned")
         await send(pilot, screen, "hello")

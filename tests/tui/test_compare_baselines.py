@@ -4,7 +4,7 @@ import json
 import pytest
 
 from modelscreens import RUN_ID, TEACHER
-from workbench import wait_for
+from workbench import open_screen, wait_for
 from stillroom.tui.app import make_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -21,8 +21,7 @@ async def test_compare_headline_shows_the_baselines(project_with_run):
     app = make_app(project_with_run.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: app.workbench.project is not None)
-        await pilot.press("5")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "CompareScreen")
+        await open_screen(pilot, app, "5", "CompareScreen")
         headline = str(app.screen.query_one("#cmp-headline").render())
         for text in ("gap closed", "base few-shot 0.417", "base scored 0.583", "seed-only student 0.500",
                      "vs best prompted 61% [22%, 93%]", "tuned − seed-only +0.167 [-0.083, +0.417]"):

@@ -3,24 +3,22 @@ import pytest
 from textual.widgets import DataTable
 
 from modelscreens import MARKUP, TEACHER
-from workbench import wait_for
+from workbench import open_screen, wait_for
 from stillroom.tui.app import make_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 
-async def open_screen(pilot, key: str, cls_name: str):
-    app = pilot.app
-    await wait_for(pilot, lambda: app.workbench.project is not None)
-    await pilot.press(key)
-    await wait_for(pilot, lambda: type(app.screen).__name__ == cls_name)
-    return app.screen
+async def open_on_project(pilot, key: str, cls_name: str):
+    """Wait for the project to open, then open a screen."""
+    await wait_for(pilot, lambda: pilot.app.workbench.project is not None)
+    return await open_screen(pilot, pilot.app, key, cls_name)
 
 
 async def test_compare_filters_and_side_by_side(project_with_run):
     app = make_app(project_with_run.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = await open_screen(pilot, "5", "CompareScreen")
+        screen = await open_on_project(pilot, "5", "CompareScreen")
         table = screen.query_one("#cmp-table", DataTable)
         assert table.row_count == 12
         # the idle state line is there from the first frame, not only after a clock tick
@@ -43,14 +41,12 @@ async def test_compare_filters_and_side_by_side(project_with_run):
         # markup in model/test text renders literally
         await pilot.press("down", "down")
         assert "[bold red]" in str(screen.query_one("#cmp-preview").render())
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "AnswersDialog")
+        await open_screen(pilot, app, "enter", "AnswersDialog")
         dialog = app.screen
         assert "[link=https://example.com]" in str(dialog.query_one("#answers-input").render())
         await pilot.press("down")
         assert dialog.index == 3
-        await pilot.press("escape")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "CompareScreen")
+        await open_screen(pilot, app, "escape", "CompareScreen")
 
 
 async def test_evaluate_a_run_from_the_screen(project_with_run, tiny):
@@ -61,7 +57,7 @@ async def test_evaluate_a_run_from_the_screen(project_with_run, tiny):
     project_with_run.save_config(config)
     app = make_app(project_with_run.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = await open_screen(pilot, "5", "CompareScreen")
+        screen = await open_on_project(pilot, "5", "CompareScreen")
         assert screen.run_id == "20260102-090000-lora" or screen.run_id == "20260101-120000-lora"
         screen.show_run("20260102-090000-lora")
         assert screen.result is None
@@ -81,7 +77,7 @@ async def test_evaluate_a_run_from_the_screen(project_with_run, tiny):
 async def test_chat_streams_both_columns(project_with_run):
     app = make_app(project_with_run.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = await open_screen(pilot, "6", "ChatScreen")
+        screen = await open_on_project(pilot, "6", "ChatScreen")
         teacher = screen.query_one("#col-teacher")
         tuned = screen.query_one("#col-tuned")
         await pilot.press("ctrl+b")

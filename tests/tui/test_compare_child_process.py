@@ -5,7 +5,7 @@ import pytest
 from textual.widgets import DataTable
 
 from modelscreens import RUN_ID
-from workbench import wait_for
+from workbench import open_screen, wait_for
 from stillroom.tui.app import make_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -24,8 +24,7 @@ def real_teacher_project(project_with_run):
 async def open_compare(pilot):
     app = pilot.app
     await wait_for(pilot, lambda: app.workbench.project is not None)
-    await pilot.press("5")
-    await wait_for(pilot, lambda: type(app.screen).__name__ == "CompareScreen")
+    await open_screen(pilot, app, "5", "CompareScreen")
     screen = app.screen
     assert screen.run_id == RUN_ID and screen.result is not None     # the earlier (fixed) evaluation
     return screen

@@ -5,7 +5,7 @@ from rich.style import Style
 from textual.widgets import Select
 
 from modelscreens import RUN_ID, add_run, TEACHER
-from workbench import wait_for
+from workbench import open_screen, wait_for
 from stillroom import themes
 from stillroom.tui.app import make_app
 
@@ -14,8 +14,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
 async def open_compare(pilot, app):
     await wait_for(pilot, lambda: app.workbench.project is not None)
-    await pilot.press("5")
-    await wait_for(pilot, lambda: type(app.screen).__name__ == "CompareScreen")
+    await open_screen(pilot, app, "5", "CompareScreen")
     await pilot.pause(0.1)
     return app.screen
 

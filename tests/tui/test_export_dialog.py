@@ -3,7 +3,7 @@ import pytest
 from textual.widgets import RadioSet
 
 from modelscreens import RUN_ID, TEACHER
-from workbench import wait_for
+from workbench import open_screen, wait_for
 from stillroom.tui.app import make_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -13,10 +13,8 @@ async def test_export_adapter_from_the_runs_list(project_with_run):
     app = make_app(project_with_run.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: app.workbench.project is not None)
-        await pilot.press("4")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "TrainScreen")
-        await pilot.press("e")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "ExportDialog")
+        await open_screen(pilot, app, "4", "TrainScreen")
+        await open_screen(pilot, app, "e", "ExportDialog")
         dialog = app.screen
         assert dialog.format == "gguf"
         radios = dialog.query_one(RadioSet)
@@ -30,8 +28,7 @@ async def test_export_adapter_from_the_runs_list(project_with_run):
         assert (target / "adapter_config.json").exists()
         assert str(target) in str(dialog.query_one("#export-result").render())
         assert "done in" in str(dialog.query_one("#export-status").render())
-        await pilot.press("escape")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "TrainScreen")
+        await open_screen(pilot, app, "escape", "TrainScreen")
 
 
 QUANT_TABLE = {"metric": "accuracy", "examples": 24,

@@ -7,7 +7,7 @@ import pytest
 from rich.style import Style
 from textual.widgets import Static
 
-from workbench import synthetic_rows, task_ready, wait_for
+from workbench import open_screen, synthetic_rows, task_ready, wait_for
 from stillroom.core.project import Project
 from stillroom.themes import STILLROOM_DARK, STILLROOM_LIGHT
 from stillroom.tui.app import make_app
@@ -37,8 +37,7 @@ async def test_generate_counters_follow_the_theme(tmp_path):
     app = make_app(project.root)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: task_ready(app))
-        await pilot.press("2")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "GenerateScreen")
+        await open_screen(pilot, app, "2", "GenerateScreen")
         counters = app.screen.query_one("#counters", Static)
         assert STILLROOM_DARK.success in colours(counters)
         app.theme = STILLROOM_LIGHT.name

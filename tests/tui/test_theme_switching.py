@@ -3,7 +3,7 @@ config, and every model screen also works under Textual's own themes."""
 import pytest
 
 from modelscreens import TEACHER
-from workbench import wait_for
+from workbench import open_screen, wait_for
 from stillroom.themes import THEMES
 from stillroom.tui import settings
 from stillroom.tui.app import make_app
@@ -17,10 +17,8 @@ async def test_pick_a_theme_from_the_palette_and_it_is_remembered(project_with_r
         await wait_for(pilot, lambda: app.workbench.project is not None)
         assert {t.name for t in THEMES} <= set(app.available_themes)
         assert app.theme == "stillroom-dark"
-        await pilot.press("4")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "TrainScreen")
-        await pilot.press("ctrl+p")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "CommandPalette")
+        await open_screen(pilot, app, "4", "TrainScreen")
+        await open_screen(pilot, app, "ctrl+p", "CommandPalette")
         await pilot.press(*"theme")
         await pilot.pause(1.0)
         await pilot.press("enter")          # "Theme: change the current theme" opens the theme list
@@ -64,5 +62,4 @@ async def test_model_screens_under_any_theme(project_with_run, theme):
         await wait_for(pilot, lambda: type(app.screen).__name__ == "AnswersDialog")
         await pilot.press("escape", "4", "e")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "ExportDialog")
-        await pilot.press("escape")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "TrainScreen")
+        await open_screen(pilot, app, "escape", "TrainScreen")

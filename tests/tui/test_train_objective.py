@@ -4,7 +4,7 @@ import json
 import pytest
 
 from modelscreens import RUN_ID, TEACHER
-from workbench import wait_for
+from workbench import open_screen, wait_for
 from stillroom.core.runs import list_runs
 from stillroom.tui.app import make_app
 
@@ -24,8 +24,7 @@ async def test_a_past_runs_objective_is_shown(project_with_run):
     app = make_app(project_with_run.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: app.workbench.project is not None)
-        await pilot.press("4")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "TrainScreen")
+        await open_screen(pilot, app, "4", "TrainScreen")
         await wait_for(pilot, lambda: "objective" in numbers(app.screen))
         line = next(l for l in numbers(app.screen).splitlines() if l.startswith("objective"))
         assert line.split() == ["objective", "soft-labels"]

@@ -6,7 +6,7 @@ import pytest
 from textual.widgets import DataTable, Input
 
 from modelscreens import TEACHER
-from workbench import wait_for
+from workbench import open_screen, wait_for
 from stillroom.tui.app import make_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -24,15 +24,13 @@ async def test_train_stop_and_resume(project, monkeypatch):
     app = make_app(project.root, teacher_factory=TEACHER)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: app.workbench.project is not None)
-        await pilot.press("4")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "TrainScreen")
+        await open_screen(pilot, app, "4", "TrainScreen")
         screen = app.screen
         from stillroom.tui.widgets.loss_chart import LossChart
         chart = screen.query_one(LossChart)
         # a bad setting is a dialog, not a traceback, and nothing starts
         screen.query_one("#learning_rate", Input).value = "-1"
-        await pilot.press("s")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "ErrorDialog")
+        await open_screen(pilot, app, "s", "ErrorDialog")
         await pilot.press("escape")
         assert not screen.running
         screen.query_one("#learning_rate", Input).value = "0.001"
@@ -54,11 +52,9 @@ async def test_train_stop_and_resume(project, monkeypatch):
                                         str(screen.query_one("#train-numbers").render()).splitlines()]
         await pilot.press("escape")
         # quitting while a run is in progress asks first
-        await pilot.press("ctrl+q")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "ConfirmDialog")
+        await open_screen(pilot, app, "ctrl+q", "ConfirmDialog")
         assert "training run is in progress" in str(app.screen.query_one("Static").render())
-        await pilot.press("n")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "TrainScreen")
+        await open_screen(pilot, app, "n", "TrainScreen")
         assert screen.running
         await pilot.press("x")
         await wait_for(pilot, lambda: not screen.running, timeout=120)

@@ -7,7 +7,7 @@ import sys
 import pytest
 from textual.widgets import Input, TextArea
 
-from workbench import MARKUP_TEXT, start_generation, synthetic_rows, task_ready, wait_for
+from workbench import MARKUP_TEXT, open_screen, start_generation, synthetic_rows, task_ready, wait_for
 from stillroom.core import records
 from stillroom.core.lock import ProjectLock
 from stillroom.core.project import Project
@@ -91,8 +91,7 @@ async def test_invalid_task_edit_asks_before_quitting(demo):
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: task_ready(app))
         app.screen.query_one("#labels", Input).value = "billing"        # one label is not enough
-        await pilot.press("ctrl+q")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "ConfirmDialog")
+        await open_screen(pilot, app, "ctrl+q", "ConfirmDialog")
         await pilot.press("n")
         assert app.is_running
         app.screen.query_one("#labels", Input).value = "billing, shipping, technical, account"
@@ -301,8 +300,7 @@ async def test_quit_with_an_open_edit_asks_first(demo):
         await wait_for(pilot, lambda: task_ready(app))
         await pilot.press("e")
         app.screen.query_one("#user", TextArea).text = "changed but not saved"
-        await pilot.press("ctrl+q")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "ConfirmDialog")
+        await open_screen(pilot, app, "ctrl+q", "ConfirmDialog")
         await pilot.press("n")                       # go back to the form
         assert type(app.screen).__name__ == "RowFormDialog"
         await pilot.press("ctrl+s")

@@ -58,3 +58,10 @@ async def start_generation(pilot, app, target: int):
     screen.query_one("#target", Input).value = str(target)
     await pilot.press("s")
     return screen
+
+
+async def open_screen(pilot, app, key: str, screen: str):
+    """Press `key` and wait until the screen (or dialog) class named `screen` is in front; returns it."""
+    await pilot.press(key)
+    await wait_for(pilot, lambda: type(app.screen).__name__ == screen)
+    return app.screen
