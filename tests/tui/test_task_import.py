@@ -24,6 +24,8 @@ def recorded_notices(app) -> list[str]:
 
 
 async def import_file(pilot, app, path) -> None:
+    """Once the Task screen is ready, import `path` through its dialog."""
+    await wait_for(pilot, lambda: task_ready(app))
     await pilot.press("i")
     app.screen.query_one("#path", Input).value = str(path)
     await pilot.press("enter")
@@ -37,7 +39,6 @@ async def test_import_sets_placeholder_labels_from_the_answers(tmp_path):
     app = make_app(project.root)
     async with app.run_test(size=SIZE) as pilot:
         shown = recorded_notices(app)
-        await wait_for(pilot, lambda: task_ready(app))
         await import_file(pilot, app, source)
         await wait_for(pilot, lambda: any(m.startswith("Labels set") for m in shown))
         assert "Labels set from the answers: positive, negative; f edits the task." in shown
@@ -58,7 +59,6 @@ async def test_import_of_free_answers_guesses_the_kind(tmp_path):
     app = make_app(project.root)
     async with app.run_test(size=SIZE) as pilot:
         shown = recorded_notices(app)
-        await wait_for(pilot, lambda: task_ready(app))
         await import_file(pilot, app, source)
         await wait_for(pilot, lambda: any(m.startswith("Task kind guessed: qa") for m in shown))
         assert app.screen.query_one("#type", Select).value == "qa"
@@ -73,7 +73,6 @@ async def test_import_refuses_answers_outside_the_labels(demo, tmp_path):
     before = demo.seeds_path.read_bytes()
     app = make_app(demo.root)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: task_ready(app))
         await import_file(pilot, app, source)
         await wait_for(pilot, lambda: type(app.screen).__name__ == "ErrorDialog" and app.screen.query("#cause"))
         assert "tickets.csv: line 3: answers not among the labels [billing, shipping, technical, account]: " \
