@@ -60,9 +60,8 @@ def seed_only_config(project: Project, run_dir: Path, steps: int) -> ProjectConf
             config = parse_config(_config_toml(saved), run_dir / "config.json")
         except (StillroomError, TypeError, KeyError):
             config = project.config
-    training = dataclasses.replace(config.training, max_steps=steps, include_seeds=True)
-    if hasattr(training, "objective"):
-        training.objective = "sft"          # seeds carry no teacher distribution to distil
+    # Seeds carry no teacher distribution to distil: the seed-only student learns their answers.
+    training = dataclasses.replace(config.training, max_steps=steps, include_seeds=True, objective="sft")
     return dataclasses.replace(config, training=training)
 
 

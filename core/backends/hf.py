@@ -40,6 +40,7 @@ class HFModel:
         self.supports_chat = bool(getattr(tokenizer, "chat_template", None))
         self.adapter_enabled = adapter_enabled
         self._lock = threading.RLock()     # one decode at a time per loaded model
+        self._kept_prompt: Optional[_PromptCache] = None    # score_continuations' last prompt
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.convert_ids_to_tokens(0)
         self.stop_ids = self._stop_ids()
@@ -193,7 +194,7 @@ class HFModel:
         import copy
 
         import torch
-        kept = getattr(self, "_kept_prompt", None)
+        kept = self._kept_prompt
         common = 0
         if kept is not None and kept.adapter == self.adapter_enabled:
             limit = min(len(kept.ids), len(prompt_ids) - 1)        # run at least one token

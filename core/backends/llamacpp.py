@@ -202,7 +202,7 @@ class LlamaCppModel:
     def _forced_llm(self):
         """A context that keeps the logits of every evaluated position (logits_all), for
         answer_top_logprobs only."""
-        if getattr(self, "_forced", None) is None:
+        if self._forced is None:
             self._forced = open_gguf(self.path, cpu_repack=self.cpu_repack, n_ctx=self.n_ctx,
                                      n_threads=self.n_threads, n_gpu_layers=self.n_gpu_layers,
                                      logits_all=True, verbose=False)
