@@ -32,6 +32,20 @@ def test_building_the_parser_stays_light():
     assert out.strip() == "none"
 
 
+def test_help_builds_no_command_arguments():
+    # A command's arguments may import the engine's settings (init's task types); `stillroom --help`
+    # builds only the list of commands, and one command only its own arguments.
+    code = ("import sys\nfrom stillroom.tui.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('config' if 'stillroom.core.config' in sys.modules else 'none', file=sys.stderr)")
+    def loaded(*argv):
+        return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                              check=True).stderr.split()[-1]
+    assert loaded("--help") == "none"
+    assert loaded("train", "--help") == "none"
+    assert loaded("init", "--help") == "config"           # init's --task-type lists the task types
+
+
 def test_wheel_contains_every_subpackage(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
                     str(tmp_path), str(REPO)], check=True, capture_output=True)
