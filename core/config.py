@@ -196,6 +196,9 @@ class EvaluationConfig:
                               choices=BASELINES)
     few_shot: int = setting(8, "Seeds shown to the base student in the few-shot and scored baselines "
                             "(never test rows).", minimum=1)
+    reuse_answers: bool = setting(True, "Reuse the teacher's and the base student's answers (zero-shot, "
+                                  "few-shot, scored) from an earlier evaluation with the same test rows, "
+                                  "models and settings (runs/_answers/); false asks them again each time.")
 
 
 @dataclass

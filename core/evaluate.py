@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import metrics, records
+from .answer_cache import AnswerCache, student_identity, teacher_identity
 from .backends.base import Completion, SamplingParams, ScoresContinuations, TextModel, choose_mode, supports
 from .errors import Cancelled, ConfigError, StillroomError
 from .events import EvalFinished, EvalProgress, EventSink, Status, ignore
@@ -186,7 +187,7 @@ def clean_answer(text: str) -> str:
 class Evaluation:
     def __init__(self, project: Project, weights: RunWeights, tests: list[dict], *,
                  on_event: EventSink = ignore, cancel: Optional[threading.Event] = None,
-                 judge: Optional[bool] = None):
+                 judge: Optional[bool] = None, fresh: bool = False):
         self.project = project
         self.config = project.config
         self.weights = weights
@@ -211,6 +212,8 @@ class Evaluation:
         self.names: dict[str, str] = {}
         self.modes: dict[str, str] = {}
         self.notes: dict[str, str] = {}
+        self.answers = AnswerCache(project, self.config, tests, self.pool,
+                                   enabled=self.config.evaluation.reuse_answers and not fresh)
 
     def _planned_baselines(self) -> list[str]:
         planned = []
@@ -249,10 +252,36 @@ class Evaluation:
         if self.cancel.is_set():
             raise Cancelled("evaluation stopped")
 
+    # ------------------------------------------------------------ kept answers
+    def reuse(self, key: str, identity: Optional[dict]) -> bool:
+        """Fill a run-independent column from an earlier evaluation's answers (core.answer_cache)."""
+        if key not in self.outputs:
+            return False
+        kept = self.answers.load(key, identity)
+        if kept is None:
+            return False
+        self.names[key], self.modes[key], self.outputs[key] = kept["name"], kept["mode"], kept["outputs"]
+        self.on_event(Status(f"{TITLES[key]}: reusing the answers of an earlier evaluation with the same rows "
+                             f"and settings"))
+        self.on_event(EvalProgress(key, len(self.tests), len(self.tests)))
+        return True
+
+    def keep(self, key: str, identity: Optional[dict]) -> None:
+        if key in self.outputs:
+            self.answers.store(key, identity, self.names.get(key, key), self.modes.get(key, ""), self.outputs[key])
+
     # ------------------------------------------------------------ students
     def run_students(self, base: TextModel, tuned: TextModel) -> None:
-        for key, model in (("base", base), ("tuned", tuned)):
-            self.answer_zero_shot(key, model)
+        """The base student zero-shot and with its prompted baselines (kept between evaluations), then the
+        tuned student."""
+        identity = student_identity(self.project, self.weights.student_ref, base)
+        for key, ask_column in (("base", lambda: self.answer_zero_shot("base", base)),
+                                ("few_shot", lambda: self.run_few_shot(base)),
+                                ("scored", lambda: self.run_scored(base))):
+            if not self.reuse(key, identity):
+                ask_column()
+                self.keep(key, identity)
+        self.answer_zero_shot("tuned", tuned)
 
     def answer_zero_shot(self, key: str, model: TextModel) -> None:
         """A student asked the way it was trained: the row's system prompt and input, nothing more."""
@@ -487,6 +516,7 @@ class Evaluation:
             "gap_closed_vs_prompted": {**vs_prompted.to_dict(), "baseline": best},
             "rows_added": rows_added,
             "baselines": list(self.baselines), "skipped_baselines": dict(self.skipped), "judge": self.judge,
+            "reused_answers": list(self.answers.reused),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         return rows, result
@@ -510,35 +540,40 @@ def _output(answer: Completion, batched: int = 1) -> dict:
 def evaluate(project: Project, run: Optional[str] = None, *, on_event: EventSink = ignore,
              cancel: Optional[threading.Event] = None, teacher: Optional[TextModel] = None,
              limit: Optional[int] = None, judge: Optional[bool] = None,
-             students: Optional[tuple] = None) -> EvalResult:
-    """Evaluate a run (default: the latest) and write runs/<id>/eval/. Loads the models unless given."""
+             students: Optional[tuple] = None, fresh: bool = False) -> EvalResult:
+    """Evaluate a run (default: the latest) and write runs/<id>/eval/. Loads the models unless given;
+    reuses the teacher's and base student's answers of an earlier evaluation unless `fresh`."""
     weights = run_weights(project, run)
     tests = test_rows(project, limit)
-    evaluation = Evaluation(project, weights, tests, on_event=on_event, cancel=cancel, judge=judge)
+    evaluation = Evaluation(project, weights, tests, on_event=on_event, cancel=cancel, judge=judge, fresh=fresh)
     start = time.perf_counter()
     evaluation.run_seed_only()         # first, so training never shares the memory with the students
     own_students = students is None
     base, tuned = students if students is not None else load_students(project, weights, on_event=on_event)
     try:
         evaluation.run_students(base, tuned)
-        evaluation.run_few_shot(base)
-        evaluation.run_scored(base)
     finally:
         if own_students:
             tuned.close()
             base.close()
+    # A configured teacher is known without loading it; one passed in says what it is, or is asked again.
     own_teacher = teacher is None
-    if own_teacher:
-        from .backends import load_teacher
-        on_event(Status(f"loading teacher {project.config.teacher.model}"))
-        teacher = load_teacher(project)
-    try:
-        evaluation.run_teacher(teacher)
-        if evaluation.judge:
-            evaluation.run_judge(teacher)
-    finally:
+    teacher_id = teacher_identity(project) if own_teacher else getattr(teacher, "cache_identity", None)
+    teacher_reused = evaluation.reuse("teacher", teacher_id)
+    if not teacher_reused or evaluation.judge:
         if own_teacher:
-            teacher.close()
+            from .backends import load_teacher
+            on_event(Status(f"loading teacher {project.config.teacher.model}"))
+            teacher = load_teacher(project)
+        try:
+            if not teacher_reused:
+                evaluation.run_teacher(teacher)
+                evaluation.keep("teacher", teacher_id)
+            if evaluation.judge:
+                evaluation.run_judge(teacher)
+        finally:
+            if own_teacher:
+                teacher.close()
     rows, result = evaluation.score()
     result["seconds"] = round(time.perf_counter() - start, 1)
     eval_dir = weights.run_dir / "eval"
@@ -670,6 +705,9 @@ def render_report(result: dict, rows: list[dict], worst: int = 5) -> str:
     if "seed_only" in result["models"] and result["models"]["seed_only"].get("run"):
         lines.append(f"- the seed-only student is `{result['models']['seed_only']['run']}`, trained on the "
                      f"seeds alone with this run's steps and settings")
+    if result.get("reused_answers"):
+        lines.append("- reused from an earlier evaluation with the same rows, models and settings (answers and "
+                     "s/answer as measured then): " + ", ".join(TITLES[k] for k in result["reused_answers"]))
     if lines[-1] != "":
         lines.append("")
     lines += kind_named(result["task_type"]).report_lines(result)

@@ -194,7 +194,7 @@ def training_job(project_root: Path | str, *, resume: Optional[str] = None,
 
 
 def evaluation(ctx: JobContext, project_root: str, run_id: Optional[str] = None, limit: Optional[int] = None,
-               judge: Optional[bool] = None, teacher_factory: Optional[str] = None) -> dict:
+               judge: Optional[bool] = None, teacher_factory: Optional[str] = None, fresh: bool = False) -> dict:
     from .evaluate import evaluate
     from .project import Project
     project = Project.open(project_root)
@@ -204,19 +204,19 @@ def evaluation(ctx: JobContext, project_root: str, run_id: Optional[str] = None,
         teacher = load_teacher_for(project, teacher_factory)
     try:
         result = evaluate(project, run_id, on_event=ctx.emit, cancel=ctx.cancel, teacher=teacher, limit=limit,
-                          judge=judge)
+                          judge=judge, fresh=fresh)
     finally:
         _close(teacher)
     return {"run_id": result.run_id, "eval_dir": str(result.eval_dir)}
 
 
 def evaluation_job(project_root: Path | str, run_id: Optional[str] = None, *, limit: Optional[int] = None,
-                   judge: Optional[bool] = None, teacher_factory: Optional[str] = None) -> Job:
+                   judge: Optional[bool] = None, teacher_factory: Optional[str] = None, fresh: bool = False) -> Job:
     """Teacher, base and tuned student on the test rows; a stopped evaluation writes nothing."""
     root = Path(project_root)
     return Job("stillroom.core.job_kinds:evaluation",
                {"project_root": str(root), "run_id": run_id, "limit": limit, "judge": judge,
-                "teacher_factory": teacher_factory},
+                "teacher_factory": teacher_factory, "fresh": fresh},
                what="evaluation", log_path=root / "runs" / ".eval-process.log", crash_hint=LLAMACPP_CRASH_HINT)
 
 

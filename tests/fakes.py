@@ -168,6 +168,40 @@ def teacher_crashing_at_once(project):
     return CrashingTeacher(project.config.task.labels, crash_at=0)
 
 
+class LabelTeacher:
+    """A base-model teacher that answers the reference label of every input it knows. `calls` counts
+    its answers; with `cache_identity` it says what it is, as a configured teacher does, so an
+    evaluation may reuse its answers."""
+
+    name = "oracle"
+    supports_chat = False
+    is_base = True
+
+    def __init__(self, answers: dict, cache_identity=None):
+        self.answers = answers
+        self.calls = 0
+        if cache_identity is not None:
+            self.cache_identity = cache_identity
+
+    def complete(self, prompt, params, on_token=None, cancel=None):
+        self.calls += 1
+        text = prompt.rsplit("\n\n", 1)[-1].split("\n", 1)[0].split(":", 1)[1].strip()
+        return Completion(" " + self.answers.get(text, "billing"), "stop", 50, 1, 0.01)
+
+    def chat(self, messages, params, on_token=None, cancel=None):
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+
+def label_teacher_for(project, cache_identity=None):
+    """A LabelTeacher that knows every test row and seed of `project`."""
+    from stillroom.core import records
+    return LabelTeacher({" ".join(records.user_text(r).split()): records.answer_text(r)
+                         for r in project.tests() + project.all_seeds()}, cache_identity)
+
+
 class FakeOpenAIServer(BaseHTTPRequestHandler):
     """The part of an OpenAI-compatible server every fake shares: a quiet log and a model list with one
     model, "m". Subclasses answer POST (chat and completions) as their test needs."""

@@ -7,18 +7,23 @@ __all__ = ["AnswersBatches", "BoundsConcurrency", "Completion", "SamplingParams"
 
 
 def load_teacher(project, on_event=None):
-    """The project's teacher as a TextModel (loaded once per run)."""
+    """The project's teacher as a TextModel (loaded once per run). It carries `cache_identity`, what it
+    is, so an evaluation given this teacher may reuse its earlier answers (core.answer_cache)."""
+    from ..answer_cache import teacher_identity
     from ..models import resolve
     cfg = project.config.teacher
     ref = resolve(cfg.model, project_dir=project.root)
     if ref.kind == "openai":
         from .openai import OpenAIModel
-        return OpenAIModel(ref, cfg)
-    if ref.kind == "gguf":
+        model = OpenAIModel(ref, cfg)
+    elif ref.kind == "gguf":
         from .llamacpp import LlamaCppModel
-        return LlamaCppModel(ref.path, name=ref.name, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
-                             n_gpu_layers=cfg.n_gpu_layers, is_base=ref.is_base,
-                             parallel=cfg.max_in_flight, cpu_repack=cfg.cpu_repack)
-    from ..errors import ModelError
-    raise ModelError(f"teacher.model = {cfg.model!r}: a Hugging Face folder cannot be a teacher yet; "
-                     f"use a .gguf file or an openai: server")
+        model = LlamaCppModel(ref.path, name=ref.name, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
+                              n_gpu_layers=cfg.n_gpu_layers, is_base=ref.is_base,
+                              parallel=cfg.max_in_flight, cpu_repack=cfg.cpu_repack)
+    else:
+        from ..errors import ModelError
+        raise ModelError(f"teacher.model = {cfg.model!r}: a Hugging Face folder cannot be a teacher yet; "
+                         f"use a .gguf file or an openai: server")
+    model.cache_identity = teacher_identity(project)
+    return model

@@ -5,40 +5,15 @@ import json
 import pytest
 
 from stillroom.core import records
-from stillroom.core.backends.base import Completion, SamplingParams
+from stillroom.core.backends.base import SamplingParams
 from stillroom.core.evaluate import Evaluation, evaluate, run_weights
 from stillroom.core.evaluate import test_rows as held_out_rows
 from stillroom.core.events import TrainStarted
 
+from fakes import label_teacher_for as teacher_for
 from tiny import demo_with_adapter, tiny_llama_dir
 
 RUN = "20250101-000000"
-
-
-class LabelTeacher:
-    """A base-model teacher that answers the reference label of every input it knows."""
-
-    name = "oracle"
-    supports_chat = False
-    is_base = True
-
-    def __init__(self, answers: dict):
-        self.answers = answers
-
-    def complete(self, prompt, params, on_token=None, cancel=None):
-        text = prompt.rsplit("\n\n", 1)[-1].split("\n", 1)[0].split(":", 1)[1].strip()
-        return Completion(" " + self.answers.get(text, "billing"), "stop", 50, 1, 0.01)
-
-    def chat(self, messages, params, on_token=None, cancel=None):
-        raise NotImplementedError
-
-    def close(self):
-        pass
-
-
-def teacher_for(project):
-    return LabelTeacher({" ".join(records.user_text(r).split()): records.answer_text(r)
-                         for r in project.tests() + project.all_seeds()})
 
 
 @pytest.fixture

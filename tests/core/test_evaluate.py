@@ -194,6 +194,14 @@ def test_demo_end_to_end_with_bundled_models_cli(tmp_path):
         assert 0.0 <= metrics["models"][key]["accuracy"] <= 1.0
     gap = metrics["gap_closed"]
     assert "value" in gap and "ci_low" in gap
+    # A second evaluation, in a new process, asks only the tuned student (the seed-only one is cached too).
+    again = run_cli("eval", project.root, "--limit", "6", timeout=900, env={"COLUMNS": "400"})
+    assert again.returncode == 0, again.stderr[-2000:]
+    second = json.loads((project.runs_dir / result.run_id / "eval" / "metrics.json").read_text())
+    assert second["reused_answers"] == ["base", "few_shot", "scored", "teacher"]
+    assert "reused from an earlier evaluation" in again.stdout
+    for key in ("teacher", "base", "few_shot", "scored", "seed_only", "tuned"):
+        assert second["models"][key]["accuracy"] == metrics["models"][key]["accuracy"]
     compared = run_cli("compare", project.root, "--limit", "3", env={"COLUMNS": "400"})
     assert compared.returncode == 0, compared.stderr[-2000:]
     assert records.user_text(project.tests()[0])[:30] in compared.stdout

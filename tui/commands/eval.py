@@ -16,6 +16,9 @@ def add_arguments(parser) -> None:
                         help="evaluate only the first N test rows (default: evaluation.max_examples, 0 = all)")
     parser.add_argument("--judge", action="store_true", default=None,
                         help="also let the teacher grade every answer against the reference")
+    parser.add_argument("--fresh", action="store_true",
+                        help="ask the teacher and the base student again instead of reusing their answers "
+                             "from an earlier evaluation with the same rows and settings")
 
 
 def run(args) -> int:
@@ -26,7 +29,7 @@ def run(args) -> int:
         from stillroom.core.errors import StillroomError
         raise StillroomError(f"--limit must be at least 1, got {args.limit}")
     from stillroom.core.job_kinds import evaluation_job
-    job = evaluation_job(project.root, args.run_id, limit=args.limit, judge=args.judge)
+    job = evaluation_job(project.root, args.run_id, limit=args.limit, judge=args.judge, fresh=args.fresh)
     with project.lock("stillroom eval"), stop_on_ctrl_c(job.stop):
         try:
             result = run_with_progress(job)
@@ -109,6 +112,9 @@ def print_result(result) -> None:
         names.append(f"{TITLES[key]}: {row['name']} ({row['mode']})" + ("\n" if key != keys[-1] else ""))
     for key, reason in (m.get("skipped_baselines") or {}).items():
         names.append(f"\n{TITLES.get(key, key)}: not run ({reason})")
+    if m.get("reused_answers"):
+        names.append("\nreused from an earlier evaluation with the same rows and settings (--fresh to ask "
+                     "again): " + ", ".join(TITLES[k] for k in m["reused_answers"]))
     out.print(names)
     line = verdict(gap)
     if line:
