@@ -192,6 +192,30 @@ def test_init_from_qa_csv(tmp_path):
     assert Project.open(tmp_path / "qa").config.task.type == "qa"
 
 
+def test_the_cli_guesses_a_csvs_columns_and_says_so(tmp_path):
+    source = write_csv(tmp_path / "reviews.csv", [("a fine film", "positive"), ("dull and long", "negative"),
+                                                  ("loved it", "positive"), ("never again", "negative"),
+                                                  ("a small wonder", "positive"), ("flat", "negative")],
+                       header=("text", "label"))
+    result = run_cli("init", tmp_path / "p", "--from", source)
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stdout.split())
+    assert "columns: text is the input, label the answer (guessed from the header" in said
+    project = Project.open(tmp_path / "p")
+    assert [records.user_text(r) for r in project.all_seeds()][:2] == ["a fine film", "dull and long"]
+    assert sorted(project.config.task.labels) == ["negative", "positive"]
+    more = write_csv(tmp_path / "more.csv", [("what a bore", "negative")], header=("sentence", "label"))
+    result = run_cli("import", more, "--into", tmp_path / "p")
+    assert result.returncode == 0, result.stderr
+    assert "columns: sentence is the input, label the answer" in " ".join(result.stdout.split())
+    assert records.user_text(Project.open(tmp_path / "p").all_seeds()[-1]) == "what a bore"
+    # nothing to go on: the columns found are named
+    odd = tmp_path / "odd.csv"
+    odd.write_text("a,b,c\nx,y,z\n")
+    result = run_cli("import", odd, "--into", tmp_path / "p")
+    assert result.returncode == 2 and "missing column(s) input, output; the header has a, b, c" in result.stderr
+
+
 def test_init_from_with_a_missing_column_names_the_columns_found(tmp_path):
     source = write_csv(tmp_path / "tickets.csv", [("a", "billing"), ("b", "shipping")])
     result = run_cli("init", tmp_path / "p", "--from", source, "--input-column", "body", "--output-column", "team")

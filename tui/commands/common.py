@@ -1,4 +1,5 @@
-"""Shared pieces of CLI commands: the project and run arguments, Ctrl-C as a clean stop, the console,
+"""Shared pieces of CLI commands: the project and run arguments, the columns of a file of examples,
+Ctrl-C as a clean stop, the console,
 a rate limiter for progress."""
 from __future__ import annotations
 
@@ -58,3 +59,28 @@ class Ticker:
             self.last = now
             return True
         return False
+
+
+def add_column_arguments(parser, what: str) -> None:
+    """--input-column, --output-column and --system-column of a file of examples."""
+    parser.add_argument("--input-column", default=None,
+                        help=f"{what}: column with the user text (default: guessed from a CSV header, else input)")
+    parser.add_argument("--output-column", default=None,
+                        help=f"{what}: column with the answer (default: guessed from a CSV header, else output)")
+    parser.add_argument("--system-column", default="", help=f"{what}: optional column with a system message")
+
+
+def column_options(args, path: Path) -> tuple[dict, str]:
+    """The columns to read `path` by: as given; when neither input nor output column is given, guessed
+    from a CSV's header (text,label; question,answer; any two columns), with a line saying so."""
+    given = {key: value for key, value in (("input_column", args.input_column),
+                                           ("output_column", args.output_column)) if value}
+    if given:
+        return {"input_column": "input", "output_column": "output", **given}, ""
+    from stillroom.core.importing import guess_columns
+    guess = guess_columns(path)
+    if not guess:
+        return {}, ""
+    return guess, (f"columns: {guess['input_column']} is the input, {guess['output_column']} the answer (guessed "
+                   f"from the header; choose others with --input-column and --output-column)")
+

@@ -1,7 +1,7 @@
 """stillroom init PATH: create a project folder, empty, as the demo, or from a file of examples."""
 from __future__ import annotations
 
-from stillroom.tui.commands.common import console
+from stillroom.tui.commands.common import add_column_arguments, column_options, console
 
 NAME = "init"
 HELP = ("create a project folder (stillroom.toml, seeds.jsonl); --demo for a ready demo project; "
@@ -21,9 +21,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--from", dest="from_file", type=Path, default=None, metavar="FILE",
                         help="seed examples to start from (CSV, OpenAI, Alpaca, ShareGPT or JSONL with columns)")
     parser.add_argument("--test", type=Path, default=None, metavar="FILE", help="with --from: test rows")
-    parser.add_argument("--input-column", default="input", help="with --from: column with the user text")
-    parser.add_argument("--output-column", default="output", help="with --from: column with the answer")
-    parser.add_argument("--system-column", default="", help="with --from: optional column with a system message")
+    add_column_arguments(parser, "with --from")
 
 
 def run(args) -> int:
@@ -44,11 +42,13 @@ def run(args) -> int:
     if args.demo:
         raise StillroomError("--demo and --from do not go together: the demo brings its own examples")
     from stillroom.core.importing import create_from
+    columns, guessed = column_options(args, args.from_file)
     project, notice = create_from(args.path, args.from_file, test=args.test, task_type=args.task_type,
-                                  name=args.name, input_column=args.input_column,
-                                  output_column=args.output_column, system_column=args.system_column)
+                                  name=args.name, system_column=args.system_column, **columns)
     tests = f", {len(project.tests())} test rows" if args.test else ""
     out.print(f"created {project.root} ({project.config.task.type}) with {len(project.all_seeds())} seeds{tests}")
+    if guessed:
+        out.print(f"  {guessed}", soft_wrap=True)
     out.print(f"  {notice}", soft_wrap=True)
     if not args.task_type:
         out.print(f"  not right? edit task.type (and task.labels) in {project.config_path}, use the Task "
