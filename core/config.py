@@ -63,8 +63,11 @@ class TeacherConfig:
                               "Stillroom loads (teacher, chat, export check): auto (off on Intel AMX CPUs, "
                               "where it crashes on Q4_K weights; on elsewhere), on or off.",
                               choices=("auto", "on", "off"))
-    max_in_flight: int = setting(1, "Candidates generated at once (batched llama.cpp decoding or "
-                                 "concurrent server requests).", minimum=1)
+    max_in_flight: int = setting(0, "Candidates generated at once (batched llama.cpp decoding or "
+                                 "concurrent server requests). 0 = auto: up to 8 for a llama.cpp teacher, "
+                                 "fewer when its KV cache would pass 2 GiB or an 8th of the RAM; 1 for a "
+                                 "server (raise it for one that batches, as vLLM or llama-server -np N).",
+                                 minimum=0)
     timeout: float = setting(120.0, "openai only: seconds before a request is abandoned and retried.",
                              minimum=0, exclusive_min=True)
     servers: list = setting([], "openai only: more base URLs (http://host:port/v1) serving the same model; "

@@ -91,8 +91,9 @@ class Generator:
         self.teacher_seconds = 0.0          # wall time with a teacher request running
         self._busy = 0
         self._busy_since = 0.0
-        self.concurrency = max(1, int(self.config.teacher.max_in_flight))
         limit = concurrency_limit(teacher)
+        # teacher.max_in_flight = 0 (auto): as many as the teacher can take at once.
+        self.concurrency = max(1, int(self.config.teacher.max_in_flight) or int(limit or 1))
         if limit:
             self.concurrency = max(1, min(self.concurrency, int(limit)))
         self.in_flight_limit = self.concurrency    # K, or fewer once the teacher lowers its bound
@@ -586,7 +587,7 @@ def generate(project: Project, target: int, *, teacher: Optional[TextModel] = No
     if own:
         from .backends import load_teacher
         on_event(Status(f"loading teacher {project.config.teacher.model}"))
-        teacher = load_teacher(project)
+        teacher = load_teacher(project, batched=True)
     try:
         return Generator(project, teacher, on_event=on_event, cancel=cancel).run(target)
     finally:

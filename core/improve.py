@@ -491,7 +491,7 @@ def improve(project: Project, *, rounds: Optional[int] = None, review: bool = Fa
         if loaded["model"] is None:
             from .backends import load_teacher
             on_event(Status(f"loading teacher {project.config.teacher.model}"))
-            loaded["model"] = load_teacher(project)
+            loaded["model"] = load_teacher(project, batched=True)      # it writes rows and probes
         return loaded["model"]
 
     result = ImproveResult(str(chain))

@@ -28,15 +28,17 @@ def _close(model) -> None:
             pass
 
 
-def load_teacher_for(project, teacher_factory: Optional[str] = None, spare_core: bool = False):
+def load_teacher_for(project, teacher_factory: Optional[str] = None, spare_core: bool = False,
+                     batched: bool = False):
     """The project's teacher, or `teacher_factory(project)`'s. With `spare_core` and n_threads = 0
-    ("all cores"), one core is left to the interface, so typing stays quick while the teacher writes."""
+    ("all cores"), one core is left to the interface, so typing stays quick while the teacher writes.
+    `batched`: it writes many candidates at once (see backends.load_teacher)."""
     if teacher_factory:
         return load_function(teacher_factory)(project)
     from .backends import load_teacher
     if spare_core and project.config.teacher.n_threads == 0 and (os.cpu_count() or 1) > 1:
         project.config.teacher.n_threads = (os.cpu_count() or 2) - 1     # this process's copy only
-    return load_teacher(project)
+    return load_teacher(project, batched=batched)
 
 
 # ---------------------------------------------------------------- generation
@@ -54,7 +56,7 @@ class _TeacherHolder:
         if self.model is None or key != self.key:
             self.close()
             self.ctx.emit(ev.Status(f"loading teacher {project.config.teacher.model}…"))
-            self.model = load_teacher_for(project, self.factory, self.spare_core)
+            self.model = load_teacher_for(project, self.factory, self.spare_core, batched=True)
             self.key = key
             self.ctx.emit(ev.Status(f"teacher {getattr(self.model, 'name', 'ready')} ready"))
         return self.model
@@ -292,7 +294,7 @@ def improving(ctx: JobContext, project_root: str, rounds: Optional[int] = None, 
     on_event = _held_in_step(os.environ.get(HOLD_IMPROVE), ctx.emit, ctx.cancel)
     teacher = None
     if teacher_factory:
-        teacher = load_teacher_for(project, teacher_factory)
+        teacher = load_teacher_for(project, teacher_factory, batched=True)
     try:
         return jsonable(improve(project, rounds=rounds, review=review, probe=probe, run=run_id, teacher=teacher,
                                 on_event=on_event, cancel=ctx.cancel))

@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 from ..errors import ModelError
 from ..models import check_gguf
 from .base import Completion, SamplingParams, TokenCallback
-from .llamacpp_batch import BatchEngine, Request
+from .llamacpp_batch import BatchEngine, Request, auto_slots
 from .llamacpp_load import open_gguf
 from .streaming import drain
 
@@ -79,7 +79,8 @@ class LlamaCppModel:
         self._forced = None                     # answer_top_logprobs' context (logits_all)
         self._lock = threading.Lock()    # one decode at a time per loaded model
         self._score_lock = threading.Lock()
-        self.parallel = max(1, int(parallel))   # sequences decoded together by the batched path
+        # Sequences decoded together by the batched path; 0 = sized to the model and the machine.
+        self.parallel = max(1, int(parallel)) if parallel else auto_slots(meta, n_ctx)
         self.prefix_cache = True                # batched path: reuse a slot's cached prompt prefix
         self._engine: Optional[BatchEngine] = None
         self._engine_lock = threading.Lock()
