@@ -202,7 +202,7 @@ def summarise(objective: str, evaluated, seconds: float) -> dict:
                        "seconds_per_answer": values.get("seconds_per_answer")}
     return {"objective": objective, "run": m["run"], "n": m["n"], "metric": m["headline"], "models": models,
             "gap_closed": m["gap_closed"], "gap_closed_vs_prompted": m.get("gap_closed_vs_prompted"),
-            "rows_added": m.get("rows_added"), "skipped_baselines": m.get("skipped_baselines", {}),
+            "tuned_minus_prompted": m.get("tuned_minus_prompted"), "rows_added": m.get("rows_added"), "skipped_baselines": m.get("skipped_baselines", {}),
             "eval_seconds": round(seconds, 1)}
 
 
@@ -231,7 +231,7 @@ def _diff(figure) -> str:
 def table(results: list[dict]) -> str:
     from stillroom.core.evaluate import COLUMNS, TITLES
     lines = ["| dataset | model / objective | accuracy [95% CI] | gap closed vs base | vs best prompted | "
-             "tuned − seed-only |", "|---|---|---:|---:|---:|---:|"]
+             "tuned − best prompted | tuned − seed-only |", "|---|---|---:|---:|---:|---:|---:|"]
     for data in results:
         if not data["runs"]:
             continue
@@ -240,12 +240,13 @@ def table(results: list[dict]) -> str:
         for key in COLUMNS:
             if key == "tuned" or key not in first["models"]:
                 continue
-            lines.append(f"| {label} | {TITLES[key]} | {_score(first['models'][key])} | | | |")
+            lines.append(f"| {label} | {TITLES[key]} | {_score(first['models'][key])} | | | | |")
         for run in data["runs"]:
             best = (run.get("gap_closed_vs_prompted") or {}).get("baseline")
             lines.append(f"| {label} | tuned student, {run['objective']} | {_score(run['models']['tuned'])} | "
                          f"{_pct(run['gap_closed'])} | {_pct(run.get('gap_closed_vs_prompted'))}"
-                         f"{f' ({TITLES.get(best, best)})' if best else ''} | {_diff(run.get('rows_added'))} |")
+                         f"{f' ({TITLES.get(best, best)})' if best else ''} | {_diff(run.get('tuned_minus_prompted'))} | "
+                         f"{_diff(run.get('rows_added'))} |")
     return "\n".join(lines)
 
 

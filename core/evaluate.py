@@ -495,6 +495,9 @@ class Evaluation:
         best = max((k for k in PROMPTED if k in scores), key=lambda k: (metrics.mean(scores[k]), -PROMPTED.index(k)))
         vs_prompted = metrics.bootstrap_gap_closed(scores["teacher"], scores[best], scores["tuned"],
                                                    resamples=ev.bootstrap, seed=ev.seed, base_name=TITLES[best])
+        # Meaningful even when that baseline beats the teacher: does training beat prompting?
+        over_prompted = metrics.bootstrap_difference(scores["tuned"], scores[best], resamples=ev.bootstrap,
+                                                     seed=ev.seed)
         rows_added = (metrics.bootstrap_difference(scores["tuned"], scores["seed_only"], resamples=ev.bootstrap,
                                                    seed=ev.seed).to_dict() if "seed_only" in scores else None)
         rows = []
@@ -514,6 +517,7 @@ class Evaluation:
             "test_source": "test.jsonl" if self.project.test_path.exists() else "seed split",
             "models": summary, "gap_closed": gap.to_dict(),
             "gap_closed_vs_prompted": {**vs_prompted.to_dict(), "baseline": best},
+            "tuned_minus_prompted": {**over_prompted.to_dict(), "baseline": best},
             "rows_added": rows_added,
             "baselines": list(self.baselines), "skipped_baselines": dict(self.skipped), "judge": self.judge,
             "reused_answers": list(self.answers.reused),
@@ -644,8 +648,13 @@ def side_figures(result: dict) -> list[tuple[str, str]]:
     prompted = result.get("gap_closed_vs_prompted")
     if prompted:
         best = TITLES.get(prompted.get("baseline"), prompted.get("baseline") or "")
-        value = "undefined" if prompted.get("value") is None else fmt_pct(prompted["value"]) + interval(prompted)
+        value = (f"undefined ({prompted.get('note') or 'no gap'})" if prompted.get("value") is None
+                 else fmt_pct(prompted["value"]) + interval(prompted))
         out.append((f"gap closed vs best prompted ({best})", value))
+    over = result.get("tuned_minus_prompted")
+    if over:
+        best = TITLES.get(over.get("baseline"), over.get("baseline") or "")
+        out.append((f"tuned − best prompted ({best})", fmt_signed(over.get("value")) + interval(over, fmt_signed)))
     added = result.get("rows_added")
     if added:
         out.append(("tuned − seed-only (what the generated rows added)",

@@ -253,7 +253,9 @@ def bootstrap_gap_closed(teacher: Sequence[float], base: Sequence[float], tuned:
     if value is None:
         note = f"teacher and {base_name} score the same, so there is no gap to close"
     elif t.mean() < b.mean():
-        note = f"the {base_name} already scores above the teacher; the gap closed is not meaningful"
+        # A ratio over a negative gap reads as success when the student is simply below the baseline.
+        return GapClosed(None, None, None, resamples, 0, seed,
+                         f"the {base_name} scores above the teacher, so there is no gap to close")
     idx = _resampled_indices(n, resamples, seed)
     tm, bm, sm = t[idx].mean(axis=1), b[idx].mean(axis=1), s[idx].mean(axis=1)
     gap = tm - bm

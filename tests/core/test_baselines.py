@@ -44,13 +44,16 @@ def test_every_baseline_is_in_metrics_report_and_cli_table_and_the_seed_only_stu
     best = max(m["models"][k]["accuracy"] for k in ("base", "few_shot", "scored"))
     assert m["models"][prompted["baseline"]]["accuracy"] == best
     assert added["value"] == pytest.approx(m["models"]["tuned"]["accuracy"] - m["models"]["seed_only"]["accuracy"])
+    over = m["tuned_minus_prompted"]
+    assert over["baseline"] == prompted["baseline"] and over["ci_low"] <= over["value"] <= over["ci_high"]
+    assert over["value"] == pytest.approx(m["models"]["tuned"]["accuracy"] - best)
     assert added["ci_low"] <= added["value"] <= added["ci_high"]
     if prompted["ci_low"] is not None:
         assert prompted["ci_low"] <= prompted["ci_high"]
     assert {"value", "ci_low", "ci_high", "level"} <= set(prompted) and {"value", "ci_low", "ci_high"} <= set(added)
     report = (result.eval_dir / "report.md").read_text()
     for title in ("| base few-shot |", "| base scored |", "| seed-only student |", "| base student |",
-                  "gap closed vs best prompted", "tuned − seed-only"):
+                  "gap closed vs best prompted", "tuned − best prompted", "tuned − seed-only"):
         assert title in report
     print_result(result)
     table = capsys.readouterr().out

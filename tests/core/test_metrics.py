@@ -87,6 +87,11 @@ def test_gap_closed_value_and_edge_cases():
     tie = metrics.bootstrap_gap_closed([1, 0], [1, 0], [1, 1], resamples=100)
     assert tie.value is None and "no gap" in tie.note
     assert metrics.bootstrap_gap_closed([], [], [], resamples=10).value is None
+    # A baseline above the teacher: (0.25 − 0.75) / (0.5 − 0.75) would read as 200% closed.
+    above = metrics.bootstrap_gap_closed([1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, 0], resamples=100,
+                                         base_name="base scored")
+    assert above.value is None and above.low is None
+    assert above.note == "the base scored scores above the teacher, so there is no gap to close"
 
 
 def test_bootstrap_is_deterministic_with_a_seed_and_covers_the_value():

@@ -27,3 +27,20 @@ async def test_compare_headline_shows_the_baselines(project_with_run):
                      "vs best prompted 61% [22%, 93%]", "tuned − seed-only +0.167 [-0.083, +0.417]"):
             assert text in headline
         assert "86%" in headline                      # the headline itself stays
+
+
+async def test_a_prompted_baseline_above_the_teacher_shows_the_difference_not_a_gap(project_with_run):
+    path = project_with_run.runs_dir / RUN_ID / "eval" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["models"]["scored"] = {"accuracy": 0.79, "name": "base", "mode": "completion"}
+    metrics["gap_closed_vs_prompted"] = {"value": None, "ci_low": None, "ci_high": None, "baseline": "scored",
+                                         "note": "the base scored scores above the teacher, so there is no gap to close"}
+    metrics["tuned_minus_prompted"] = {"value": -0.24, "ci_low": -0.35, "ci_high": -0.13, "baseline": "scored"}
+    path.write_text(json.dumps(metrics))
+    app = make_app(project_with_run.root, teacher_factory=TEACHER)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.workbench.project is not None)
+        await open_screen(pilot, app, "5", "CompareScreen")
+        headline = str(app.screen.query_one("#cmp-headline").render())
+        assert "tuned − base scored -0.240 [-0.350, -0.130]" in headline
+        assert "vs best prompted" not in headline

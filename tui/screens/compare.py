@@ -223,7 +223,13 @@ class CompareScreen(WorkbenchScreen):
             text.append(fmt_float(m["models"][key].get(m["headline"])), style="bold")
             text.append("  ·  ", style=muted)
         prompted = m.get("gap_closed_vs_prompted") or {}
-        if prompted:
+        over = m.get("tuned_minus_prompted") or {}
+        if prompted.get("value") is None and over:
+            # The best prompted baseline beats the teacher: no gap to close, so the plain difference.
+            text.append(f"tuned − {TITLES.get(over.get('baseline'), 'best prompted')} ", style=muted)
+            text.append(fmt_signed(over.get("value")), style="bold")
+            text.append(interval(over, fmt_signed), style=muted)
+        elif prompted:
             text.append("vs best prompted ", style=muted)
             value = prompted.get("value")
             text.append("undefined" if value is None else f"{value * 100:.0f}%", style="bold")
