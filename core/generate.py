@@ -377,7 +377,8 @@ class Generator:
                     kept=len(kept),
                     rejected=Counter(r.get("reason") or "?" for r in rows if r.get("status") == "rejected"),
                     dedup=self._index(rows), next_index=_next_index(rows), window=window,
-                    balance=_LabelWindow(Counter(records.answer_text(r) for r in kept), window),
+                    balance=_LabelWindow.from_rows(rows, window),
+                    kept_labels=Counter(records.answer_text(r) for r in kept),
                     start=time.perf_counter())
 
     @contextmanager
@@ -464,14 +465,16 @@ class Generator:
         if row is None:                   # cancelled mid-candidate: stop at the first gap
             state.cancelled = True
             return
-        row = self._recheck(row, state.dedup)
+        row = self._capped(self._recheck(row, state.dedup), state)
         out.append(row)
         state.attempts += 1
         kept = row["status"] == "kept"
-        state.balance.committed(index_no, records.answer_text(row) if kept and self.kind.label_set else None)
+        state.balance.committed(index_no, (row.get("meta") or {}).get("intended_label"),
+                                records.answer_text(row) if kept and self.kind.label_set else None)
         if kept:
             state.kept += 1
             state.run_kept += 1
+            state.kept_labels[records.answer_text(row)] += 1
             with self._lock:
                 state.dedup.add(records.user_text(row), row["id"])
             self.on_event(ExampleAccepted(row))
@@ -515,6 +518,21 @@ class Generator:
         tied = [label for label in labels if counts.get(label, 0) == fewest]
         return random.Random(f"label:{self.config.generation.seed}:{index_no}").choice(tied)
 
+    def _capped(self, row: dict, state: "_Run") -> dict:
+        """At commit, with K > 1: a kept row whose label already has its share of the target while
+        another label has less is set aside as "over-share" (answer kept, so Review can restore it).
+        Candidates started before a lagging label fell behind would otherwise overshoot the labels the
+        teacher always agrees on. One at a time never gets there: it always asks for the label with
+        fewest rows. Decided from the rows committed before it, so never from timing."""
+        labels = self.kind.label_set
+        if self.concurrency == 1 or not labels or row["status"] != "kept":
+            return row
+        share = -(-state.target // len(labels))
+        label = records.answer_text(row)
+        if state.kept_labels[label] >= share and any(state.kept_labels[other] < share for other in labels):
+            row["status"], row["reason"] = "rejected", "over-share"
+        return row
+
 
 @dataclass
 class _Run:
@@ -528,6 +546,7 @@ class _Run:
     window: int                         # candidates started but not committed, at most
     balance: _LabelWindow
     start: float
+    kept_labels: Counter = field(default_factory=Counter)   # kept rows by answer, committed so far
     attempts: int = 0                   # committed by this run, kept or rejected
     run_kept: int = 0                   # kept and committed by this run (with attempts, the acceptance rate)
     cancelled: bool = False
@@ -545,30 +564,61 @@ class _Run:
 
 class _LabelWindow:
     """The label counts a new candidate is balanced against: the kept rows committed a whole window of
-    indices before it, plus the labels intended since. Candidates finish in any order, but every index
-    of that window is committed before the next index starts, so the counts never depend on timing."""
+    indices before it, plus the candidates intended since. Candidates finish in any order, but every index
+    of that window is committed before the next index starts, so the counts never depend on timing.
 
-    def __init__(self, kept: Counter, window: int):
+    A candidate not yet committed counts as its label's share of a kept row: the rate at which that
+    label's candidates have been kept so far (settled rows, one kept and one not assumed). A label the
+    teacher rarely agrees with then keeps being asked for while it lags, as it is one candidate at a time
+    (with K = 1 the window holds no uncommitted candidate); counting each such candidate as a whole row
+    let the other labels fill the target first (on the demo, 1–2 "account" rows in 24 at K = 8)."""
+
+    def __init__(self, kept: Counter, window: int, asked: Optional[Counter] = None,
+                 agreed: Optional[Counter] = None):
         self.window = window
         self.settled = kept                 # kept rows' labels committed before the window
-        self.recent: deque = deque()        # (index, kept row's label or None), committed, in the window
+        self.asked = asked or Counter()     # candidates committed before the window, by intended label
+        self.agreed = agreed or Counter()   # of those, kept under the label they were meant for
+        self.recent: deque = deque()        # (index, intended label, kept row's label or None), in the window
         self.intended: deque = deque()      # (index, intended label), started, in the window
+
+    @classmethod
+    def from_rows(cls, rows: list[dict], window: int) -> "_LabelWindow":
+        kept, asked, agreed = Counter(), Counter(), Counter()
+        for row in rows:
+            label = records.answer_text(row) if row.get("status") == "kept" else None
+            intended = (row.get("meta") or {}).get("intended_label")
+            cls._settle(kept, asked, agreed, intended, label)
+        return cls(kept, window, asked, agreed)
+
+    @staticmethod
+    def _settle(kept: Counter, asked: Counter, agreed: Counter, intended, label) -> None:
+        if label is not None:
+            kept[label] += 1
+        if intended:
+            asked[intended] += 1
+            agreed[intended] += label == intended
+
+    def kept_rate(self, label: str) -> float:
+        return (self.agreed[label] + 1) / (self.asked[label] + 2)
 
     def counts(self, index: int) -> Counter:
         while self.recent and self.recent[0][0] <= index - self.window:
-            label = self.recent.popleft()[1]
-            if label is not None:
-                self.settled[label] += 1
+            _, intended, label = self.recent.popleft()
+            self._settle(self.settled, self.asked, self.agreed, intended, label)
         while self.intended and self.intended[0][0] <= index - self.window:
             self.intended.popleft()
-        return self.settled + Counter(label for _, label in self.intended)
+        counts = Counter({label: float(n) for label, n in self.settled.items()})
+        for _, label in self.intended:
+            counts[label] += self.kept_rate(label)
+        return counts
 
     def started(self, index: int, label: Optional[str]) -> None:
         if label:
             self.intended.append((index, label))
 
-    def committed(self, index: int, kept_label: Optional[str]) -> None:
-        self.recent.append((index, kept_label))
+    def committed(self, index: int, intended: Optional[str], kept_label: Optional[str]) -> None:
+        self.recent.append((index, intended, kept_label))
 
 
 def _next_index(rows: list[dict]) -> int:
