@@ -59,7 +59,7 @@ JSONL_CASES = {
     "alpaca_missing_output.jsonl": "alpaca_missing_output.jsonl:1: Alpaca row is missing \"output\"",
     "sharegpt_unknown_speaker.jsonl": "sharegpt_unknown_speaker.jsonl:1: conversations[0].from is 'alien'",
     "broken_quoting.csv": "broken_quoting.csv:",
-    "missing_columns.csv": "missing_columns.csv:1: missing column(s) input, output; the header has ticket, team",
+    "missing_columns.csv": "missing_columns.csv:1: missing column(s) input, output; the header has id, body, team",
 }
 
 
