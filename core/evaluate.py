@@ -673,6 +673,17 @@ def verdict(gap: dict) -> str:
     return "below the 80% bar: more or better training rows, or more training, should help"
 
 
+def prompted_warning(result: dict) -> str:
+    """A line when the best prompted baseline does better than the tuned student beyond doubt (its
+    interval is below zero): prompting the base student is then the better deal, whatever the headline."""
+    over = result.get("tuned_minus_prompted") or {}
+    if over.get("ci_high") is None or over["ci_high"] >= 0:
+        return ""
+    best = TITLES.get(over.get("baseline"), over.get("baseline") or "the best prompted baseline")
+    return (f"the {best} does better than the tuned student ({fmt_signed(over['value'])}"
+            f"{interval(over, fmt_signed)}): prompting the base student beats this run")
+
+
 def table_columns(result: dict) -> list[str]:
     head = result["headline"]
     cols = [head] + [c for c in kind_named(result["task_type"]).columns if c != head]
@@ -707,6 +718,8 @@ def render_report(result: dict, rows: list[dict], worst: int = 5) -> str:
                      + f" | {m['seconds_per_answer']:.2f} |")
     gap = result["gap_closed"]
     lines += ["", f"**{gap_line(gap)}** — {verdict(gap)}", ""]
+    if prompted_warning(result):
+        lines += [f"**{prompted_warning(result)}**", ""]
     for label, value in side_figures(result):
         lines.append(f"- {label}: **{value}** (95% paired bootstrap interval)")
     for key, reason in (result.get("skipped_baselines") or {}).items():

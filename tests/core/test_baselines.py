@@ -77,6 +77,15 @@ def test_every_baseline_is_in_metrics_report_and_cli_table_and_the_seed_only_stu
     assert second.metrics["models"]["seed_only"]["accuracy"] == m["models"]["seed_only"]["accuracy"]
 
 
+def test_a_run_below_the_prompted_baseline_says_so_in_the_report_and_the_cli():
+    from stillroom.core.evaluate import prompted_warning
+    below = {"tuned_minus_prompted": {"value": -0.24, "ci_low": -0.35, "ci_high": -0.14, "baseline": "scored"}}
+    assert prompted_warning(below) == ("the base scored does better than the tuned student (-0.240 [-0.350, "
+                                       "-0.140]): prompting the base student beats this run")
+    unsure = {"tuned_minus_prompted": {"value": 0.03, "ci_low": -0.08, "ci_high": 0.14, "baseline": "scored"}}
+    assert prompted_warning(unsure) == "" and prompted_warning({}) == ""
+
+
 def test_few_shot_prompt_shows_k_seeds_and_never_a_test_row(project):
     tests = project.tests()
     project.save_seeds(project.all_seeds() + tests[:3])       # test rows among the seeds must not be shown

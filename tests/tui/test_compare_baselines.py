@@ -47,3 +47,5 @@ async def test_a_prompted_baseline_above_the_teacher_shows_the_difference_not_a_
         tuned_minus_prompted={"value": -0.24, "ci_low": -0.35, "ci_high": -0.13, "baseline": "scored"})
     assert "tuned − base scored -0.240 [-0.350, -0.130]" in headline
     assert "vs best prompted" not in headline
+    assert "the base scored does better than the tuned student (-0.240 [-0.350, -0.130]): prompting the base " \
+           "student beats this run" in " ".join(headline.split())

@@ -76,7 +76,8 @@ def print_result(result) -> None:
     from rich.table import Table
     from rich.text import Text
     from stillroom.core import metrics
-    from stillroom.core.evaluate import TITLES, fmt_pct, model_keys, side_figures, table_columns, verdict
+    from stillroom.core.evaluate import (TITLES, fmt_pct, model_keys, prompted_warning, side_figures,
+                                         table_columns, verdict)
 
     m = result.metrics
     cols = table_columns(m)
@@ -116,8 +117,8 @@ def print_result(result) -> None:
         names.append("\nreused from an earlier evaluation with the same rows and settings (--fresh to ask "
                      "again): " + ", ".join(TITLES[k] for k in m["reused_answers"]))
     out.print(names)
-    line = verdict(gap)
-    if line:
-        out.print(line)
+    for line in (verdict(gap), prompted_warning(m)):
+        if line:
+            out.print(line)
     out.print(f"wrote {result.eval_dir}/ (predictions.jsonl, metrics.json, report.md) in "
               f"{fmt_seconds(m.get('seconds'))}")

@@ -171,7 +171,7 @@ class CompareScreen(WorkbenchScreen):
 
     # ------------------------------------------------------------------ display
     def refresh_headline(self) -> None:
-        from stillroom.core.evaluate import verdict
+        from stillroom.core.evaluate import prompted_warning, verdict
         from stillroom.core.metrics import METRIC_NAMES
         text = Text()
         muted = themes.muted(self.app) or "dim"
@@ -209,7 +209,8 @@ class CompareScreen(WorkbenchScreen):
         text.append(f"{METRIC_NAMES.get(head, head)} on {m['n']} held-out examples ({m.get('test_source', '')})"
                     f" · run {m.get('run', self.run_id)} · {m['models']['tuned'].get('name', '')}", style=muted)
         text.append("\n")
-        text.append(verdict(gap), style=muted)
+        warning = prompted_warning(m)      # when prompting beats this run, that is the line to read
+        text.append(warning or verdict(gap), style=themes.color(self.app, "accent") if warning else muted)
         self.query_one("#cmp-headline", Static).update(text)
 
     def baseline_line(self, text: Text, m: dict, muted: str) -> None:
