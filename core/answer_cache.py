@@ -51,12 +51,12 @@ def files_identity(path: Optional[Path]) -> list:
     return out
 
 
-def teacher_identity(project) -> dict:
-    """What the configured teacher is, without loading it."""
+def teacher_identity(project, ref=None) -> dict:
+    """What the configured teacher is, without loading it (`ref`: its models.resolve, if done)."""
     from .models import resolve
     cfg = dataclasses.asdict(project.config.teacher)
     cfg.pop("n_threads", None)               # threads change the speed, not the answers
-    ref = resolve(project.config.teacher.model, project_dir=project.root)
+    ref = ref or resolve(project.config.teacher.model, project_dir=project.root)
     return {"settings": cfg, "kind": ref.kind, "url": ref.url, "files": files_identity(ref.path)}
 
 

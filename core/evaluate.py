@@ -718,8 +718,9 @@ def render_report(result: dict, rows: list[dict], worst: int = 5) -> str:
                      + f" | {m['seconds_per_answer']:.2f} |")
     gap = result["gap_closed"]
     lines += ["", f"**{gap_line(gap)}** — {verdict(gap)}", ""]
-    if prompted_warning(result):
-        lines += [f"**{prompted_warning(result)}**", ""]
+    warning = prompted_warning(result)
+    if warning:
+        lines += [f"**{warning}**", ""]
     for label, value in side_figures(result):
         lines.append(f"- {label}: **{value}** (95% paired bootstrap interval)")
     for key, reason in (result.get("skipped_baselines") or {}).items():

@@ -378,7 +378,6 @@ class Generator:
                     rejected=Counter(r.get("reason") or "?" for r in rows if r.get("status") == "rejected"),
                     dedup=self._index(rows), next_index=_next_index(rows), window=window,
                     balance=_LabelWindow.from_rows(rows, window),
-                    kept_labels=Counter(records.answer_text(r) for r in kept),
                     start=time.perf_counter())
 
     @contextmanager
@@ -474,7 +473,6 @@ class Generator:
         if kept:
             state.kept += 1
             state.run_kept += 1
-            state.kept_labels[records.answer_text(row)] += 1
             with self._lock:
                 state.dedup.add(records.user_text(row), row["id"])
             self.on_event(ExampleAccepted(row))
@@ -528,8 +526,8 @@ class Generator:
         if self.concurrency == 1 or not labels or row["status"] != "kept":
             return row
         share = -(-state.target // len(labels))
-        label = records.answer_text(row)
-        if state.kept_labels[label] >= share and any(state.kept_labels[other] < share for other in labels):
+        kept = state.balance.kept()
+        if kept[records.answer_text(row)] >= share and any(kept[other] < share for other in labels):
             row["status"], row["reason"] = "rejected", "over-share"
         return row
 
@@ -546,7 +544,6 @@ class _Run:
     window: int                         # candidates started but not committed, at most
     balance: _LabelWindow
     start: float
-    kept_labels: Counter = field(default_factory=Counter)   # kept rows by answer, committed so far
     attempts: int = 0                   # committed by this run, kept or rejected
     run_kept: int = 0                   # kept and committed by this run (with attempts, the acceptance rate)
     cancelled: bool = False
@@ -612,6 +609,10 @@ class _LabelWindow:
         for _, label in self.intended:
             counts[label] += self.kept_rate(label)
         return counts
+
+    def kept(self) -> Counter:
+        """Kept rows by label, every row committed so far."""
+        return self.settled + Counter(label for _, _, label in self.recent if label is not None)
 
     def started(self, index: int, label: Optional[str]) -> None:
         if label:

@@ -29,5 +29,5 @@ def load_teacher(project, on_event=None, *, batched: bool = False):
         from ..errors import ModelError
         raise ModelError(f"teacher.model = {cfg.model!r}: a Hugging Face folder cannot be a teacher yet; "
                          f"use a .gguf file or an openai: server")
-    model.cache_identity = teacher_identity(project)
+    model.cache_identity = teacher_identity(project, ref)
     return model

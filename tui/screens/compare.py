@@ -42,7 +42,8 @@ class CompareScreen(WorkbenchScreen):
     CompareScreen.-running #cmp-progress { display: block; }
     CompareScreen #cmp-progress Bar { width: 1fr; }
     CompareScreen #cmp-state { width: 1fr; color: $text-muted; }
-    CompareScreen #cmp-headline { height: 4; padding: 0 1; margin-top: 1; background: $surface; }
+    CompareScreen #cmp-headline { height: auto; min-height: 4; max-height: 6; padding: 0 1; margin-top: 1;
+                                  background: $surface; }
     CompareScreen #cmp-filters { height: 1; padding: 0 1; margin-top: 1; }
     CompareScreen #cmp-chips { width: 1fr; }
     CompareScreen #cmp-search { width: 24; }
